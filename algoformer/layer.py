@@ -1,0 +1,126 @@
+"""One AlgoFormer layer: the paper's Eq. 1, exactly.
+
+Shapes: B batch, n tokens, D width (``d_model``), H heads, k = ``d_head``, v = ``d_value``,
+F = ``d_ff``. Tokens are rows: the paper's column matrix X (D x n) is our ``h[b]`` (n x D).
+
+    Attn(X) = X + sum_h W_O^h W_V^h X softmax(X^T W_K^hT W_Q^h X)      (softmax over keys)
+    TF(X)   = Attn(X) + W_2 act(W_1 Attn(X) + b_1) + b_2
+
+Parameters: ``w_q``, ``w_k`` (H, k, D) are the paper's W_Q, W_K as written; ``w_v`` (H, v, D) and
+``w_o`` (D, H*v) together form each head's value map W_O^h W_V^h: with v = D and W_O = [I ... I]
+that is any D x D matrix, which is what constructed weights use. ``ffn.fc1`` / ``ffn.fc2`` hold
+W_1, b_1 and W_2, b_2 (``nn.Linear`` layout, weight (out, in)).
+
+Two attention paths compute the same function: ``exact`` (explicit scores, ``torch.softmax``, the
+pattern available to hooks) and ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, which
+may pick a fused kernel). Tests check that they agree.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LayerConfig
+from .hooks import HookPoint
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LayerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H, k, v, D = cfg.n_heads, cfg.d_head, cfg.value_dim, cfg.d_model
+        self.w_q = nn.Parameter(torch.empty(H, k, D))
+        self.w_k = nn.Parameter(torch.empty(H, k, D))
+        self.w_v = nn.Parameter(torch.empty(H, v, D))
+        self.w_o = nn.Parameter(torch.empty(D, H * v))
+        self.hook_pattern = HookPoint("hook_pattern")   # (B, H, n_query, n_key)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        D = self.cfg.d_model
+        for w in (self.w_q, self.w_k, self.w_v):
+            nn.init.normal_(w, std=D ** -0.5)
+        nn.init.normal_(self.w_o, std=(self.cfg.n_heads * self.cfg.value_dim) ** -0.5)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        q = torch.einsum("bnd,hkd->bhnk", h, self.w_q)   # (B, H, n, k)
+        k = torch.einsum("bnd,hkd->bhnk", h, self.w_k)   # (B, H, n, k)
+        v = torch.einsum("bnd,hvd->bhnv", h, self.w_v)   # (B, H, n, v)
+        scale = cfg.d_head ** -0.5 if cfg.scale_scores else 1.0
+        p_drop = cfg.dropout if self.training else 0.0
+        if cfg.attention == "sdpa":
+            z = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop,
+                                               is_causal=cfg.mask == "causal", scale=scale)
+        else:
+            z = self._exact(q, k, v, scale, p_drop)        # (B, H, n, v)
+        B, H, n, dv = z.shape
+        z = z.transpose(1, 2).reshape(B, n, H * dv)         # (B, n, H*v), heads concatenated
+        return z @ self.w_o.T                               # (B, n, D)
+
+    def _exact(self, q, k, v, scale: float, p_drop: float) -> torch.Tensor:
+        scores = (q @ k.transpose(-1, -2)) * scale           # (B, H, n_query, n_key)
+        if self.cfg.mask == "causal":
+            n = scores.shape[-1]
+            future = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+        if p_drop:
+            pattern = F.dropout(pattern, p_drop)
+        return pattern @ v
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: LayerConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(h)))
+
+
+class Layer(nn.Module):
+    """TF(X) of Eq. 1; optional pre-LayerNorm and dropout for trainable configurations."""
+
+    def __init__(self, cfg: LayerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.attn = Attention(cfg) if cfg.n_heads > 0 else None
+        self.ffn = FeedForward(cfg) if cfg.d_ff > 0 else None
+        self.norm1 = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.norm2 = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.drop = nn.Dropout(cfg.dropout)
+        self.hook_attn_out = HookPoint("hook_attn_out")    # (B, n, D) Attn(X) of Eq. 1
+        self.hook_resid_post = HookPoint("hook_resid_post")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.attn is not None:
+            h = h + self.drop(self.attn(self.norm1(h)))
+        h = self.hook_attn_out(h)
+        if self.ffn is not None:
+            h = h + self.drop(self.ffn(self.norm2(h)))
+        return self.hook_resid_post(h)
+
+    def set_scope(self, scope: str) -> None:
+        for m in self.modules():
+            if isinstance(m, HookPoint):
+                m.scope = scope
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def init_gpt2_(module: nn.Module, n_layers: int) -> None:
+    """GPT-2 style initialisation for trainable configurations (std 0.02, scaled output maps)."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * max(n_layers, 1)) if name.endswith(("w_o", "fc2.weight")) else 0.02
+            nn.init.normal_(p, std=std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)

@@ -1,0 +1,124 @@
+"""The paper's in-context tasks (Sections 3-5): seeded numpy generators shared by training,
+the constructions' encoders and the verifier. One place, so that every component sees the same data.
+
+Shapes: B problems, N in-context samples, d input dim, m output dim, q AR order, L MLP depth.
+Every generator takes a ``numpy.random.Generator``; nothing draws from global state.
+
+Defaults follow the paper's experiments: d = 20, N = 40; Phi* a 3-layer leaky-ReLU MLP;
+AR(q) with q = 3 and Phi*: R^{qd} -> R^d; chain of thought with a 6-layer leaky-ReLU MLP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEAKY_SLOPE = 0.01  # negative slope of the leaky ReLU in Phi* (the paper does not fix it)
+
+
+def leaky_relu(z: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
+    return np.where(z >= 0, z, slope * z)
+
+
+def leaky_relu_inverse(z: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
+    return np.where(z >= 0, z, z / slope)
+
+
+@dataclass(frozen=True)
+class Regression:
+    """In-context regression problems: y_i = f(x_i) (+ noise), queried at x_test."""
+    x: np.ndarray        # (B, N, d)
+    y: np.ndarray        # (B, N, m)
+    x_test: np.ndarray   # (B, d)
+    y_test: np.ndarray   # (B, m) noiseless target at x_test
+
+    @property
+    def sizes(self) -> tuple[int, int, int, int]:
+        B, N, d = self.x.shape
+        return B, N, d, self.y.shape[-1]
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Phi*(x) = leaky(W_L ... leaky(W_1 x + b_1) ... + b_L): every layer followed by leaky ReLU."""
+    weights: tuple[np.ndarray, ...]   # W_l: (d_l, d_{l-1})
+    biases: tuple[np.ndarray, ...]    # b_l: (d_l,)
+    slope: float = LEAKY_SLOPE
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for W, b in zip(self.weights, self.biases):
+            x = leaky_relu(x @ W.T + b, self.slope)
+        return x
+
+
+def random_mlp(rng: np.random.Generator, widths: list[int], slope: float = LEAKY_SLOPE,
+               bias: bool = True) -> MLP:
+    """Layers widths[0] -> widths[1] -> ...; weights N(0, 1/fan_in) so activations stay O(1)."""
+    Ws = tuple(rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(widths[:-1], widths[1:]))
+    bs = tuple((0.1 * rng.standard_normal(o) if bias else np.zeros(o)) for o in widths[1:])
+    return MLP(Ws, bs, slope)
+
+
+def _check_positive(**kw) -> None:
+    for name, v in kw.items():
+        if not (isinstance(v, (int, np.integer)) and v >= 1):
+            raise ValueError(f"{name}={v!r} is invalid: expected an integer >= 1")
+
+
+def linear_regression(rng: np.random.Generator, B: int, N: int = 40, d: int = 20, m: int = 1,
+                      noise: float = 0.0) -> Regression:
+    """x ~ N(0, I_d), A ~ N(0, I) (m x d), y = A x + noise * N(0, I_m)."""
+    _check_positive(B=B, N=N, d=d, m=m)
+    if noise < 0:
+        raise ValueError(f"noise={noise!r} is invalid: expected a float >= 0")
+    x = rng.standard_normal((B, N + 1, d))
+    A = rng.standard_normal((B, m, d))
+    y = np.einsum("bmd,bnd->bnm", A, x)
+    y_obs = y[:, :N] + noise * rng.standard_normal((B, N, m))
+    return Regression(x[:, :N], y_obs, x[:, N], y[:, N])
+
+
+def representation_regression(rng: np.random.Generator, B: int, phi: MLP, N: int = 40, d: int = 20,
+                              m: int = 1, noise: float = 0.0) -> Regression:
+    """Regression with representation (Thm 3.1): y = A Phi*(x) + noise, Phi* shared by all problems."""
+    _check_positive(B=B, N=N, d=d, m=m)
+    x = rng.standard_normal((B, N + 1, d))
+    feats = phi(x)
+    A = rng.standard_normal((B, m, feats.shape[-1]))
+    y = np.einsum("bmd,bnd->bnm", A, feats)
+    y_obs = y[:, :N] + noise * rng.standard_normal((B, N, m))
+    return Regression(x[:, :N], y_obs, x[:, N], y[:, N])
+
+
+def ar_sequence(rng: np.random.Generator, B: int, phi: MLP, q: int = 3, N: int = 40, d: int = 20,
+                noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """AR(q) with representation (Thm 3.2): x_{t+1} = A Phi*([x_{t+1-q}, ..., x_t]) + noise.
+
+    Returns (seq (B, N + 1, d), A (B, d, d_phi)): seq[:, :N] is the prompt, seq[:, N] the next value.
+    The first q values are drawn N(0, I). The window is ordered oldest first.
+    """
+    _check_positive(B=B, q=q, N=N, d=d)
+    if N <= q:
+        raise ValueError(f"N={N!r} is invalid: expected an integer > q={q}")
+    A = rng.standard_normal((B, d, phi.weights[-1].shape[0])) / np.sqrt(phi.weights[-1].shape[0])
+    seq = np.zeros((B, N + 1, d))
+    seq[:, :q] = rng.standard_normal((B, q, d))
+    for t in range(q, N + 1):
+        window = seq[:, t - q:t].reshape(B, q * d)
+        seq[:, t] = np.einsum("bij,bj->bi", A, phi(window)) + noise * rng.standard_normal((B, d))
+    return seq, A
+
+
+def chain_of_thought(rng: np.random.Generator, B: int, N: int = 40, d: int = 20, L: int = 6,
+                     slope: float = LEAKY_SLOPE) -> tuple[np.ndarray, np.ndarray]:
+    """Chain of thought with MLPs (Thm 3.3): s^0 = x, s^l = leaky(W_l s^{l-1}), W_l ~ N(0, 2/d).
+
+    Returns (states (B, N + 1, L + 1, d), W (B, L, d, d)); sample N is the query.
+    """
+    _check_positive(B=B, N=N, d=d, L=L)
+    W = rng.standard_normal((B, L, d, d)) * np.sqrt(2.0 / d)
+    s = np.zeros((B, N + 1, L + 1, d))
+    s[:, :, 0] = rng.standard_normal((B, N + 1, d))
+    for l in range(L):
+        s[:, :, l + 1] = leaky_relu(np.einsum("bij,bnj->bni", W[:, l], s[:, :, l]), slope)
+    return s, W
