@@ -122,3 +122,32 @@ def chain_of_thought(rng: np.random.Generator, B: int, N: int = 40, d: int = 20,
     for l in range(L):
         s[:, :, l + 1] = leaky_relu(np.einsum("bij,bnj->bni", W[:, l], s[:, :, l]), slope)
     return s, W
+
+
+# -- input samplers, separate from the tasks (training uses them for its curriculum) ------------
+def gaussian_inputs(rng: np.random.Generator, B: int, n: int, d: int, d_active: int | None = None) -> np.ndarray:
+    """x ~ N(0, I) of shape (B, n, d) with the coordinates >= d_active set to zero (the dimension
+    curriculum of Garg et al. 2022 / Yang et al. 2024: a d_active-dim problem inside a d-dim prompt)."""
+    _check_positive(B=B, n=n, d=d)
+    d_active = d if d_active is None else d_active
+    if not (isinstance(d_active, (int, np.integer)) and 1 <= d_active <= d):
+        raise ValueError(f"d_active={d_active!r} is invalid: expected an integer in [1, d={d}]")
+    x = rng.standard_normal((B, n, d))
+    x[..., d_active:] = 0.0
+    return x
+
+
+def regression_from_inputs(rng: np.random.Generator, x: np.ndarray, phi: MLP | None = None, m: int = 1,
+                           noise: float = 0.0) -> Regression:
+    """Regression on given inputs x (B, N + 1, d), the last sample being the query:
+    y = A x (phi None, as ``linear_regression``) or y = A Phi*(x) (as ``representation_regression``),
+    A ~ N(0, I) (m x features), observed y with noise * N(0, I_m)."""
+    B, n, _ = x.shape
+    _check_positive(B=B, N=n - 1, m=m)
+    if noise < 0:
+        raise ValueError(f"noise={noise!r} is invalid: expected a float >= 0")
+    feats = x if phi is None else phi(x)
+    A = rng.standard_normal((B, m, feats.shape[-1]))
+    y = np.einsum("bmd,bnd->bnm", A, feats)
+    y_obs = y[:, :-1] + noise * rng.standard_normal((B, n - 1, m))
+    return Regression(x[:, :-1], y_obs, x[:, -1], y[:, -1])
