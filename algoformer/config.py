@@ -70,6 +70,8 @@ class AlgoFormerConfig:
     d_out: int | None = None          # read-out Linear(D, d_out) after TF_post; None = no read-out
     input_injection: bool = False     # loop computes f(h + e), e = TF_pre output (Yang et al. 2024)
     final_norm: bool = False          # LayerNorm after TF_post (trainable configurations)
+    n_positions: int | None = None    # learned positional embedding added after the read-in (GPT-2's
+                                      # wpe, as in the paper's experiments); None = none (Eq. 2 exactly)
 
     def __post_init__(self) -> None:
         for name in ("pre", "loop", "post"):
@@ -80,6 +82,8 @@ class AlgoFormerConfig:
         _check(len(widths) <= 1, "d_model", sorted(widths), "the same d_model in every layer")
         _check(self.d_in is None or self.d_in >= 1, "d_in", self.d_in, "None or an integer >= 1")
         _check(self.d_out is None or self.d_out >= 1, "d_out", self.d_out, "None or an integer >= 1")
+        _check(self.n_positions is None or self.n_positions >= 1, "n_positions", self.n_positions,
+               "None or an integer >= 1")
 
     @property
     def d_model(self) -> int:

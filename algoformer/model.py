@@ -32,6 +32,7 @@ class AlgoFormer(nn.Module):
         self.cfg = cfg
         D = cfg.d_model
         self.read_in = nn.Linear(cfg.d_in, D) if cfg.d_in is not None else None
+        self.wpe = nn.Parameter(torch.zeros(cfg.n_positions, D)) if cfg.n_positions else None  # (n_max, D)
         self.pre = nn.ModuleList(Layer(c) for c in cfg.pre)
         self.loop = nn.ModuleList(Layer(c) for c in cfg.loop)
         self.post = nn.ModuleList(Layer(c) for c in cfg.post)
@@ -48,6 +49,11 @@ class AlgoFormer(nn.Module):
     # -- the three stages ---------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.read_in(x) if self.read_in is not None else x   # (B, n, D)
+        if self.wpe is not None:
+            n = h.shape[1]
+            if n > self.wpe.shape[0]:
+                raise ValueError(f"sequence length {n} is invalid: expected at most n_positions={self.wpe.shape[0]}")
+            h = h + self.wpe[:n]
         return self.hook_embed(h)
 
     def run_pre(self, h: torch.Tensor) -> torch.Tensor:
