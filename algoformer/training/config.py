@@ -1,0 +1,105 @@
+"""The configuration of one training run: one frozen dataclass, validated field by field.
+
+Defaults are the paper's (Section 5.1): d = 20, N = 40, D = 256, 8 heads, (T, Delta T) = (20, 15),
+Adam with lr 1e-4, and Yang et al.'s curriculum. The paper trains 500K steps; the default here is
+shorter (set ``steps``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+from .curriculum import Curriculum, yang_curriculum
+from .models import MODELS, ModelSpec
+from .prompts import TASKS, TaskSpec
+
+
+def _check(cond: bool, field: str, value, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"{field}={value!r} is invalid: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "representation"   # linear | representation | ar | cot
+    model: str = "algoformer"      # algoformer | standard | looped
+    d: int = 20                    # task dimension (paper: 20)
+    n_points: int = 40             # in-context samples N (paper: 40)
+    noise: float = 0.0             # sigma of the label noise (AR: of the innovations)
+    phi_seed: int = 0              # seed of the fixed representation Phi*
+    width: int = 256               # D (paper: 256)
+    heads: int = 8
+    layers: int | None = None      # None = paper default (12 standard, 1 per stage otherwise)
+    T: int = 20                    # loops in training (Eq. 3; ignored by the standard transformer)
+    delta_T: int = 15              # loops in the loss (Eq. 3)
+    truncate: bool = True          # no autograd through the loops before T0 (Yang et al.)
+    curriculum: bool = True        # Yang et al.'s curriculum over dims, points, loops
+    curriculum_interval: int = 2000   # steps between dims / points increments
+    loop_interval: int = 500       # steps between loop increments
+    batch_size: int = 64           # global batch (split over DDP ranks)
+    lr: float = 1e-4
+    steps: int = 10000
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:K
+    amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 autocast on GPU, off on CPU
+    compile: bool = False          # torch.compile the loss module
+    attention: Literal["sdpa", "exact"] = "sdpa"
+    log_every: int = 50
+    eval_every: int = 500          # 0 = only at the end
+    eval_batch: int = 256
+    ckpt_every: int = 500          # 0 = only at the end
+    metrics: Literal["jsonl", "csv"] = "jsonl"
+    out: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        _check(self.task in TASKS, "task", self.task, "one of " + ", ".join(TASKS))
+        _check(self.model in MODELS, "model", self.model, "one of " + ", ".join(MODELS))
+        for name in ("d", "n_points", "width", "heads", "batch_size", "steps", "log_every",
+                     "eval_batch", "curriculum_interval", "loop_interval"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
+        for name in ("eval_every", "ckpt_every", "seed", "phi_seed"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 0, name, v, "an integer >= 0")
+        _check(self.noise >= 0, "noise", self.noise, "a float >= 0")
+        _check(self.lr > 0, "lr", self.lr, "a float > 0")
+        if self.model != "standard":
+            _check(isinstance(self.T, int) and self.T >= 1, "T", self.T, "an integer >= 1 for a looped model")
+            _check(isinstance(self.delta_T, int) and 1 <= self.delta_T, "delta_T", self.delta_T,
+                   "an integer >= 1")
+        if self.task == "ar":
+            _check(self.n_points > 3, "n_points", self.n_points, "an integer > q = 3 for the AR task")
+        _check(self.amp in ("auto", "bf16", "off"), "amp", self.amp, "one of auto, bf16, off")
+        _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "device", self.device, "one of auto, cpu, cuda, cuda:K")
+        self.task_spec(), self.model_spec()     # their own validation
+
+    # -- the pieces --------------------------------------------------------------------------------
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(self.task, d=self.d, noise=self.noise, phi_seed=self.phi_seed)
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model, width=self.width, heads=self.heads, layers=self.layers,
+                         attention=self.attention)
+
+    @property
+    def train_loops(self) -> int:
+        return self.T if self.model != "standard" else 0
+
+    def curriculum_schedule(self) -> Curriculum:
+        return yang_curriculum(self.d, self.n_points, self.train_loops, self.curriculum,
+                               self.curriculum_interval, self.loop_interval)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Fields that may differ between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = frozenset({"steps", "log_every", "eval_every", "eval_batch", "ckpt_every", "device",
+                               "compile", "out"})
