@@ -1,0 +1,125 @@
+"""Lemma A.4 (one Newton-Schulz step) and Theorem 4.1 (Newton's method for linear regression).
+
+Problem (Eq. 4-5): S = X^T X = sum_i x_i x_i^T, M_0 = alpha S with 0 < alpha < 2 / ||S S^T||_2
+(open interval: at the endpoint ||I - M_k S|| stays 1), M_{k+1} = 2 M_k - M_k S M_k,
+w_k = M_k X^T y, prediction w_k^T x_test. The tokens hold M_k x_i, never M_k itself.
+
+Layout (tokens as in ``prompt``; registers added here):
+    xs      x_i on x-tokens only (0 on the test token)
+    Mx      M_k x_i on x-tokens, 0 elsewhere
+    ypair   y_i on x_i and y_i (TF_post)
+    answer  w_T^T x_test on the *test* token (TF_post)
+
+TF_pre (2 layers):
+    1. FFN: xs <- x gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound)
+    2. linearised heads, query xs_j, key xs_i, value alpha xs_i:  Mx_j <- alpha S x_j = M_0 x_j
+TF_loop (1 layer = Lemma A.4):
+    linearised heads, query Mx_j, key xs_i, value -1/2 Mx_i:  Mx_j <- M x_j - 1/2 M S M x_j
+    FFN doubles Mx exactly (relu(u) - relu(-u)):             Mx_j <- 2 M x_j - M S M x_j
+TF_post (2 layers):
+    1. pairing head (Lemma A.1): ypair <- 2 mean_pair(y) = y_i on both tokens of pair i (exact)
+    2. linearised heads, query x_j, key Mx_i, value ypair_i: at the test token
+       answer <- sum_i y_i (M_T x_i)^T x_test = (M_T X^T y)^T x_test = w_T^T x_test
+
+Where this differs from the printed proof, and why:
+  * Lemma A.4 prints an FFN "with weight 1/c" that turns Mx + c M S M x into 2 Mx - M S M x; a
+    per-row linear map cannot (it scales the whole row): the factor -1/(2c) sits in W_V and the FFN
+    doubles (CONSTRUCTIONS.md defect 1).
+  * The printed TF_pre value "e^C x_i on x-tokens, 0 on the test token" is not a linear function of
+    the prompt (x_test sits in the same rows as x_i): a gated copy xs is formed first (one more layer).
+  * The printed TF_post copies 2 y_i onto the y-tokens too (defect 7); here ypair = y_i on both tokens
+    of a pair, exactly, and y is left alone.
+  * The answer is read on the test token, where the post-transformer's query x_test lands; the printed
+    proof leaves it there as well.
+  * Scores of the loop heads are bounded for every k: M_k = S^{-1/2} U_k S^{-1/2} with U_k's
+    eigenvalues u in (0, 2) at k = 0 and (0, 1] after, so |x_i^T M_k x_j| <= max(|x_i^T M_0 x_j|,
+    max_i x_i^T S^{-1} x_i) <= 2 (leverages are <= 1): one c serves all loops (``loop_score_bound``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
+from .gadgets import doubling, gated_copy
+from .gd import check_sizes, move
+from .layout import Layout
+from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads
+from .prompt import Construction, Readout, regression_layout
+from .weights import AlgoFormerWeights, LayerWeights
+
+
+def newton_layout(d: int, pos_dim: int) -> Layout:
+    lay = regression_layout(d, 1, pos_dim)
+    lay.add("xs", d)
+    lay.add("Mx", d)
+    lay.add("ypair", 1)
+    lay.add("answer", 1)
+    return lay
+
+
+def _reader(layout: Layout, reg: str) -> np.ndarray:
+    R = np.zeros((layout.size(reg), layout.dim))
+    R[:, layout[reg]] = np.eye(layout.size(reg))
+    return R
+
+
+def newton_step_layer(layout: Layout, temp: Temperature, variant: str = DEFAULT_VARIANT) -> LayerWeights:
+    """Lemma A.4: M x <- 2 M x - M S M x on every x-token; maps the layout onto itself."""
+    heads = bilinear_heads(layout, _reader(layout, "Mx"), _reader(layout, "xs"),
+                           move(layout, "Mx", "Mx", -0.5), temp, variant, "newton")
+    return LayerWeights(heads=heads, ffn=doubling(layout, "Mx"), name="newton-step")
+
+
+def newton_pre(layout: Layout, alpha: float, x_bound: float, temp: Temperature,
+               variant: str = DEFAULT_VARIANT) -> tuple[LayerWeights, ...]:
+    gate = LayerWeights(ffn=gated_copy(layout, "x", "xs", off="is_test", bound=x_bound), name="gate-x")
+    init = bilinear_heads(layout, _reader(layout, "xs"), _reader(layout, "xs"),
+                          move(layout, "xs", "Mx", alpha), temp, variant, "alpha-S-x")
+    return gate, LayerWeights(heads=init, name="M0-x")
+
+
+def newton_post(layout: Layout, pos_eps: float, temp: Temperature,
+                variant: str = DEFAULT_VARIANT) -> tuple[LayerWeights, ...]:
+    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
+    pair = pairing_head(layout, "pos", move(layout, "y", "ypair", 2.0), beta, "pair-y")
+    read = bilinear_heads(layout, _reader(layout, "x"), _reader(layout, "Mx"),
+                          move(layout, "ypair", "answer"), temp, variant, "w-dot-x")
+    return LayerWeights(heads=(pair,), name="copy-y"), LayerWeights(heads=read, name="read-w")
+
+
+def newton_construction(d: int, N: int, alpha: float, temps: dict[str, Temperature],
+                        variant: str = DEFAULT_VARIANT, x_bound: float = 100.0, pos_eps: float = 0.5,
+                        seed: int = 0) -> Construction:
+    """Theorem 4.1. ``temps`` holds one Temperature per linearised group: "pre", "loop", "post"."""
+    check_sizes(d=d, N=N)
+    if not alpha > 0:
+        raise ValueError(f"alpha={alpha!r} is invalid: expected a float in (0, 2/||S S^T||)")
+    missing = {"pre", "loop", "post"} - set(temps)
+    if missing:
+        raise ValueError(f"temps is missing {sorted(missing)}: expected keys 'pre', 'loop', 'post'")
+    P = quasi_orthogonal(N + 1, pos_eps, seed)
+    lay = newton_layout(d, P.shape[1])
+    weights = AlgoFormerWeights(
+        lay,
+        pre=newton_pre(lay, alpha, x_bound, temps["pre"], variant),
+        loop=(newton_step_layer(lay, temps["loop"], variant),),
+        post=newton_post(lay, pos_eps, temps["post"], variant),
+        notes={"algorithm": "newton", "d": d, "N": N, "alpha": alpha, "variant": variant,
+               **{f"C_{k}": t.C for k, t in temps.items()}, **{f"c_{k}": t.c for k, t in temps.items()}},
+    )
+    return Construction(weights, P, answer=Readout("answer", 2 * N), iterate=Readout("Mx", slice(0, 2 * N, 2)),
+                        assumptions={"N": N, "x_bound": x_bound, "alpha": alpha})
+
+
+def alpha_limit(x: np.ndarray) -> np.ndarray:
+    """2 / ||S S^T||_2 per problem (x: (B, N, d)): alpha must lie strictly below it (Eq. 5)."""
+    S = np.einsum("bni,bnj->bij", x, x)
+    return 2.0 / np.linalg.norm(S, ord=2, axis=(1, 2)) ** 2
+
+
+def loop_score_bound(x: np.ndarray, alpha: float) -> float:
+    """max over problems, k and i, j of |x_i^T M_k x_j| (see the module docstring)."""
+    S = np.einsum("bni,bnj->bij", x, x)
+    lev = np.einsum("bni,bij,bnj->bn", x, np.linalg.inv(S), x)
+    first = np.abs(alpha * np.einsum("bni,bij,bmj->bnm", x, S, x))
+    return float(max(lev.max(), first.max()))
