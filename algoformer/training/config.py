@@ -73,7 +73,7 @@ class TrainConfig:
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device", self.device, "one of auto, cpu, cuda, cuda:K")
-        self.task_spec(), self.model_spec()     # their own validation
+        self.task_spec(), self.model_spec(), self.curriculum_schedule()   # their own validation
 
     # -- the pieces --------------------------------------------------------------------------------
     def task_spec(self) -> TaskSpec:

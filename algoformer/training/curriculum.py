@@ -18,8 +18,9 @@ class Schedule:
     def __post_init__(self) -> None:
         for name in ("start", "end", "inc", "interval"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= (0 if name in ("start", "inc") else 1)):
-                raise ValueError(f"{name}={v!r} is invalid: expected an integer >= {0 if name in ('start', 'inc') else 1}")
+            low = 1 if name == "interval" else 0
+            if not (isinstance(v, int) and v >= low):
+                raise ValueError(f"{name}={v!r} is invalid: expected an integer >= {low}")
         if self.start > self.end:
             raise ValueError(f"start={self.start!r} is invalid: expected start <= end={self.end}")
 
