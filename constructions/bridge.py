@@ -5,7 +5,10 @@ score scaling, ReLU); ``state_dict`` the tensors; ``build_model`` both, loaded w
 ``AlgoFormer.load_exact`` (which names any mismatched tensor and both shapes).
 
 Heads of one layer may have different k: shorter ones are padded with zero rows, which leaves
-every score unchanged. Each head's D x D value map becomes W_V^h, and W_O = [I I ... I].
+every score unchanged. Each head's D x D value map V is factored exactly as W_O^h W_V^h: W_V^h
+selects the r rows of the token that V reads (its nonzero columns) and W_O^h = V[:, those]; r is
+the largest such count in the layer (zero-padded). Selection is exact in floating point, so the
+model computes the same products as V @ h, at a fraction of the cost of a dense D x D map.
 """
 from __future__ import annotations
 
@@ -17,11 +20,19 @@ from algoformer import AlgoFormer, AlgoFormerConfig, LayerConfig
 from .weights import AlgoFormerWeights, LayerWeights
 
 
+def _value_columns(layer: LayerWeights) -> list[np.ndarray]:
+    return [np.flatnonzero(np.any(h.value != 0, axis=0)) for h in layer.heads]
+
+
+def _value_rank(layer: LayerWeights) -> int:
+    return max([len(c) for c in _value_columns(layer)] + [1])
+
+
 def layer_config(layer: LayerWeights, d_model: int, attention: str = "exact") -> LayerConfig:
     k = max((h.query.shape[0] for h in layer.heads), default=1)
     d_ff = layer.ffn.w1.shape[0] if layer.ffn is not None else 0
     return LayerConfig(d_model=d_model, n_heads=len(layer.heads), d_head=k, d_ff=d_ff,
-                       mask=layer.mask, attention=attention)
+                       d_value=_value_rank(layer), mask=layer.mask, attention=attention)
 
 
 def model_config(w: AlgoFormerWeights, attention: str = "exact") -> AlgoFormerConfig:
@@ -38,8 +49,13 @@ def _layer_tensors(prefix: str, layer: LayerWeights, D: int) -> dict[str, np.nda
         pad = lambda m: np.vstack([m, np.zeros((k - m.shape[0], D))])   # zero rows: same scores
         out[prefix + "attn.w_q"] = np.stack([pad(h.query) for h in layer.heads])     # (H, k, D)
         out[prefix + "attn.w_k"] = np.stack([pad(h.key) for h in layer.heads])       # (H, k, D)
-        out[prefix + "attn.w_v"] = np.stack([h.value for h in layer.heads])          # (H, D, D)
-        out[prefix + "attn.w_o"] = np.hstack([np.eye(D)] * len(layer.heads))         # (D, H*D)
+        r = _value_rank(layer)
+        w_v, w_o = np.zeros((len(layer.heads), r, D)), np.zeros((D, len(layer.heads) * r))
+        for i, (h, cols) in enumerate(zip(layer.heads, _value_columns(layer))):
+            w_v[i, np.arange(len(cols)), cols] = 1.0                                  # select rows read
+            w_o[:, i * r:i * r + len(cols)] = h.value[:, cols]                        # V restricted
+        out[prefix + "attn.w_v"] = w_v                                                # (H, r, D)
+        out[prefix + "attn.w_o"] = w_o                                                # (D, H*r)
     if layer.ffn is not None:
         f = layer.ffn
         out.update({prefix + "ffn.fc1.weight": f.w1, prefix + "ffn.fc1.bias": f.b1,

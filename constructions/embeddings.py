@@ -20,6 +20,7 @@ departure from the paper that buys exactness: see ``pairing_head``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -56,21 +57,24 @@ def min_margin(P: np.ndarray, chunk: int = 2048) -> float:
     return worst / m
 
 
+@functools.lru_cache(maxsize=64)
 def quasi_orthogonal(N: int, eps: float = 0.5, seed: int = 0, delta: float = 1e-3,
                      max_draws: int = 20) -> np.ndarray:
-    """N sign vectors (int8, N x m) whose normalised margins all exceed eps (Lemma A.1)."""
+    """N sign vectors (int8, N x m, read-only) whose normalised margins all exceed eps (Lemma A.1)."""
     m = embedding_dim(N, eps, delta)
     rng = np.random.default_rng(seed)
     for draw in range(max_draws):
         P = rng.choice(np.array([-1, 1], dtype=np.int8), size=(N, m))
         if min_margin(P) > eps:
+            P.flags.writeable = False
             return P
         if draw % 4 == 3:
             m = math.ceil(m * 1.25)
     raise RuntimeError(f"no set of N={N} embeddings with margin > eps={eps} found in {max_draws} draws")
 
 
-def pairing_head(layout: Layout, pos: str, value: np.ndarray, beta: float, name: str = "pairing") -> HeadWeights:
+def pairing_head(layout: Layout, pos: str, value: np.ndarray, beta: float, name: str = "pairing",
+                 silence: str | None = None, sink: str = "is_sink") -> HeadWeights:
     """Attend from each token to the tokens that share its embedding (register ``pos``), and move
     ``value`` (a D x D map) from them: output_j = mean_{i: p_i = p_j} value @ h_i + error.
 
@@ -82,11 +86,19 @@ def pairing_head(layout: Layout, pos: str, value: np.ndarray, beta: float, name:
     In floating point the bound falls to exactly zero once beta*eps passes the exp underflow
     threshold (about 745 in float64, 104 in float32): the other weights round to 0 and, with
     integer embeddings and beta/m a power of two, the group weights are exactly 1/g.
+
+    ``silence``: tokens with this indicator attend to the sink instead (score 3 beta, which beats
+    their own group by >= beta), so they receive the sink's value, typically exactly 0. Used to keep
+    copied registers off the y-tokens, where they would only add to later heads' rounding.
     """
     m = layout.size(pos)
-    q = np.zeros((m, layout.dim)); k = np.zeros((m, layout.dim))
-    q[:, layout[pos]] = (beta / m) * np.eye(m)
-    k[:, layout[pos]] = np.eye(m)
+    extra = 1 if silence else 0
+    q = np.zeros((m + extra, layout.dim)); k = np.zeros((m + extra, layout.dim))
+    q[:m, layout[pos]] = (beta / m) * np.eye(m)
+    k[:m, layout[pos]] = np.eye(m)
+    if silence:
+        q[m, layout.row(silence)] = 3 * beta
+        k[m, layout.row(sink)] = 1.0
     return HeadWeights(q, k, value, name)
 
 

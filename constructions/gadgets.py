@@ -11,12 +11,14 @@ from .layout import Layout
 from .weights import FFNWeights
 
 
-def gated_copy(layout: Layout, src: str, dst: str, off: str, bound: float, scale: float = 1.0) -> FFNWeights:
-    """dst += scale * src on tokens where the indicator ``off`` is 0, and nothing where it is 1.
+def gated_copy(layout: Layout, src: str, dst: str, off: str | tuple[str, ...], bound: float,
+               scale: float = 1.0) -> FFNWeights:
+    """dst += scale * src on tokens where the indicator row(s) ``off`` are all 0; nothing where one is 1.
 
-    Units relu(scale*s - B*off) - relu(-scale*s - B*off), 2 per row: exact (no rounding beyond the
-    product scale*s) whenever |scale*s| <= B = ``bound``; beyond the bound a token with off = 1 leaks
-    |scale*s| - B. The construction declares the bound; the verifier checks the data against it.
+    Units relu(scale*s - B*off) - relu(-scale*s - B*off), 2 per row. Exact (no rounding beyond the
+    product scale*s) where off = 0, because then B never meets s; where off = 1 both units are 0
+    whenever |scale*s| <= B = ``bound``, and beyond the bound |scale*s| - B leaks. The construction
+    declares the bound; the verifier checks the data against it.
     """
     if not bound > 0:
         raise ValueError(f"bound={bound!r} is invalid: expected a float > 0")
@@ -27,21 +29,35 @@ def gated_copy(layout: Layout, src: str, dst: str, off: str, bound: float, scale
     eye = np.eye(d)
     w1[:d, layout[src]] = scale * eye
     w1[d:, layout[src]] = -scale * eye
-    w1[:, layout.row(off)] = -bound
+    for row in (off,) if isinstance(off, str) else off:
+        w1[:, layout.row(row)] = -bound
     w2[layout[dst], :d] = eye
     w2[layout[dst], d:] = -eye
     return FFNWeights(w1, np.zeros(2 * d), w2, np.zeros(layout.dim))
 
 
-def doubling(layout: Layout, reg: str) -> FFNWeights:
-    """reg += reg, exactly: relu(u) - relu(-u) = u (2 units per row)."""
+def identity(layout: Layout, reg: str, scale: float = 1.0) -> FFNWeights:
+    """reg += scale * reg, exactly for scale = +-1, 2: relu(u) - relu(-u) = u (2 units per row)."""
     d = layout.size(reg)
     w1 = np.zeros((2 * d, layout.dim)); w2 = np.zeros((layout.dim, 2 * d))
     w1[:d, layout[reg]] = np.eye(d)
     w1[d:, layout[reg]] = -np.eye(d)
-    w2[layout[reg], :d] = np.eye(d)
-    w2[layout[reg], d:] = -np.eye(d)
+    w2[layout[reg], :d] = scale * np.eye(d)
+    w2[layout[reg], d:] = -scale * np.eye(d)
     return FFNWeights(w1, np.zeros(2 * d), w2, np.zeros(layout.dim))
+
+
+def zero_where(layout: Layout, reg: str, off: str | tuple[str, ...], bound: float,
+               then_scale: float = 1.0) -> FFNWeights:
+    """reg <- then_scale * reg where ``off`` is 0, and reg <- 0 exactly where ``off`` is 1.
+
+    Why: a linearised head group leaves rounding residue on tokens whose query data is zero (the
+    sink among them); the sink's value is multiplied by e^C / c in the next loop, so residue there
+    grows geometrically from loop to loop. Zeroing the register on those tokens stops it (found by
+    running the loop: see ``tests/test_newton.py::test_sink_register_stays_zero``).
+    FFN output = then_scale * reg * (1 - off) - reg: a gated copy plus an exact identity.
+    """
+    return FFNWeights.concat(gated_copy(layout, reg, reg, off, bound, then_scale), identity(layout, reg, -1.0))
 
 
 def leaky_relu_layer(layout: Layout, src: str, dst: str, W: np.ndarray, b: np.ndarray, slope: float,

@@ -5,17 +5,20 @@ A_{k+1} = A_k - eta grad L(A_k), A_0 = 0.
 
 Layout (tokens as in ``prompt``; registers added here):
     xN      x_i / N on x-tokens, 0 elsewhere (also 0 on the test token)     keys of the GD heads
-    r       A_k x_i - y_i on x-tokens, A_k x_test on the test token, 0 on the sink  (y-tokens: -y_i)
+    r       A_k x_i - y_i on x-tokens, A_k x_test on the test token, 0 on y-tokens and the sink
     answer  A_T x_test on the sink token after TF_post
 
 TF_pre (1 layer, 1 head + FFN):
-    pairing head (Lemma A.1): r <- -2 * mean_{pair}(y)  = -y_i on x_i and y_i, 0 on test and sink
+    pairing head (Lemma A.1): r <- -2 * mean_{pair}(y)  = -y_i on x_i, 0 on test and sink; the
+        y-tokens attend to the sink instead (``silence``), so r = 0 there
     FFN: xN <- x / N gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound)
 TF_loop (1 layer, the heads of one linearised group, no FFN):
     query x_j, key xN_i, value -eta r_i:  r_j <- r_j - eta sum_i r_i x_i^T x_j / N = r_j - eta grad L(A_k) x_j
     This is A_{k+1} x_j - y_j on x-tokens and A_{k+1} x_test on the test token. y-tokens, the test
     token and the sink have key xN = 0 (score 0), so their values cancel between the heads; queries
     with x = 0 (y-tokens, sink) receive exactly cancelling heads, so r stays put there.
+    FFN: r <- 0 exactly on the sink (``gadgets.zero_where``, exact while |r| <= register_bound): the
+    heads leave rounding residue at queries with x = 0, and the sink's value is multiplied by e^C / c.
 TF_post (1 layer, 1 head): the sink attends to the test token (query beta on is_sink, key is_test,
     beta = 800 so every other weight underflows to 0): answer <- r_test = A_T x_test.
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
-from .gadgets import gated_copy
+from .gadgets import gated_copy, zero_where
 from .layout import Layout
 from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads
 from .prompt import Construction, Readout, regression_layout
@@ -67,20 +70,21 @@ def select_head(layout: Layout, at: str, source: str, value: np.ndarray, name: s
     return HeadWeights(q, k, value, name)
 
 
-def gd_step_layer(layout: Layout, eta: float, temp: Temperature, variant: str = DEFAULT_VARIANT) -> LayerWeights:
+def gd_step_layer(layout: Layout, eta: float, temp: Temperature, variant: str = DEFAULT_VARIANT,
+                  register_bound: float = 1e8) -> LayerWeights:
     """Lemma A.2: one GD step as one layer; maps the layout onto itself (loopable)."""
     d = layout.size("x")
     query = np.zeros((d, layout.dim)); key = np.zeros((d, layout.dim))
     query[:, layout["x"]] = np.eye(d)
     key[:, layout["xN"]] = np.eye(d)
     heads = bilinear_heads(layout, query, key, move(layout, "r", "r", -eta), temp, variant, "gd")
-    return LayerWeights(heads=heads, name="gd-step")
+    return LayerWeights(heads=heads, ffn=zero_where(layout, "r", "is_sink", register_bound), name="gd-step")
 
 
 def gd_registers_layer(layout: Layout, N: int, x_bound: float, pos_eps: float) -> LayerWeights:
     """TF_pre: r = A_0 x - y (A_0 = 0) through the pairing head, xN = x / N through a gated FFN."""
     beta = exact_pairing_beta(layout.size("pos"), pos_eps)
-    pair = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y")
+    pair = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y", silence="is_y")
     ffn = gated_copy(layout, "x", "xN", off="is_test", bound=x_bound / N, scale=1.0 / N)
     return LayerWeights(heads=(pair,), ffn=ffn, name="gd-registers")
 
@@ -97,8 +101,8 @@ def check_sizes(**kw) -> None:
 
 
 def gd_construction(d: int, N: int, eta: float, temp: Temperature, m: int = 1,
-                    variant: str = DEFAULT_VARIANT, x_bound: float = 100.0, pos_eps: float = 0.5,
-                    seed: int = 0) -> Construction:
+                    variant: str = DEFAULT_VARIANT, x_bound: float = 100.0, pos_eps: float = 0.1,
+                    seed: int = 0, register_bound: float = 1e8) -> Construction:
     """The GD AlgoFormer: TF_pre forms the registers, TF_loop is Lemma A.2, TF_post reads A_T x_test."""
     check_sizes(d=d, N=N, m=m)
     if not eta > 0:
@@ -110,7 +114,7 @@ def gd_construction(d: int, N: int, eta: float, temp: Temperature, m: int = 1,
     weights = AlgoFormerWeights(
         lay,
         pre=(gd_registers_layer(lay, N, x_bound, pos_eps),),
-        loop=(gd_step_layer(lay, eta, temp, variant),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound),),
         post=(gd_answer_layer(lay),),
         notes={"algorithm": "gd", "d": d, "m": m, "N": N, "eta": eta, "C": temp.C, "c": temp.c,
                "variant": variant},
@@ -118,4 +122,4 @@ def gd_construction(d: int, N: int, eta: float, temp: Temperature, m: int = 1,
     iterate_tokens = list(range(0, 2 * N, 2)) + [2 * N]          # x-tokens, then the test token
     return Construction(weights, P, answer=Readout("answer", 2 * N + 1),
                         iterate=Readout("r", iterate_tokens),
-                        assumptions={"N": N, "x_bound": x_bound})
+                        assumptions={"N": N, "x_bound": x_bound, "register_bound": register_bound})

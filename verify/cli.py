@@ -1,0 +1,130 @@
+"""``python -m verify ALGORITHM``: compile a construction, run it, compare with numpy, sweep temperature.
+
+Bad arguments exit with status 2 and one line naming the argument and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from constructions.linearise import DEFAULT_VARIANT, VARIANTS
+
+from .algorithms import ALGORITHMS, Options
+from .report import format_config, format_table, verdict_lines, write_json, write_plot
+from .sweep import run_sweep
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, never a traceback
+        raise ArgumentError(message)
+
+
+def _int_in(lo: int, hi: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
+        return v
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive float, got {s!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite float, got {s!r}")
+    return v
+
+
+def _variants(s: str) -> list[str]:
+    names = list(VARIANTS) if s == "all" else [v.strip() for v in s.split(",")]
+    bad = [v for v in names if v not in VARIANTS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of {', '.join(VARIANTS)}, got {s!r}")
+    return names
+
+
+def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
+    p.add_argument("--iters", type=_int_in(0, 10_000), default=20, help="loops T (default 20)")
+    p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples (default 40)")
+    p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension (default 20)")
+    p.add_argument("--problems", type=_int_in(1, 100_000), default=64, help="seeded problems (default 64)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    p.add_argument("--variant", type=_variants, default=[DEFAULT_VARIANT],
+                   help=f"linearisation variant(s): comma list of {', '.join(VARIANTS)}, or all "
+                        f"(default {DEFAULT_VARIANT})")
+    p.add_argument("--x-bound", type=_positive_float, default=100.0,
+                   help="declared bound on |x| entries that the gated FFNs assume (default 100)")
+    if step_name:
+        p.add_argument(f"--{step_name}", type=_positive_float, default=None,
+                       help=f"step parameter {step_name} (default: chosen from the data)")
+    p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write error against temperature as PNG")
+    p.add_argument("--quiet", action="store_true", help="print only the verdict")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m verify",
+                    description="Compile the AlgoFormer constructions into weights, run them, and compare "
+                                "with plain numpy algorithms over a temperature sweep.")
+    sub = parser.add_subparsers(dest="algorithm", metavar="ALGORITHM", parser_class=Parser)
+    sub.required = True
+    for algo in ALGORITHMS.values():
+        add_common(sub.add_parser(algo.name, help=algo.summary, description=algo.summary), algo.step_name)
+    return parser
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("argument --device: 'cuda' requested but no CUDA device is available")
+    return name
+
+
+def run_algorithm(args: argparse.Namespace) -> int:
+    algo = ALGORITHMS[args.algorithm]
+    device = resolve_device(args.device)
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
+                   step=getattr(args, algo.step_name))
+    config, rows = run_sweep(algo, opts, args.iters, args.variant, dtypes, device)
+    config["torch"] = torch.__version__
+    print(format_config(config))
+    if not rows:
+        print("verdict: every problem lies outside the construction's assumptions; nothing was run")
+        return 1
+    if not args.quiet:
+        print(format_table(rows))
+    verdict = verdict_lines(rows, 2 * args.N + 2)
+    print("verdict:")
+    for line in verdict:
+        print("  " + line)
+    if args.json:
+        write_json(args.json, config, rows, verdict)
+    if args.plot:
+        write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}, T={args.iters}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return run_algorithm(args)
+    except ArgumentError as e:
+        print(f"python -m verify: error: {e}", file=sys.stderr)
+        return 2

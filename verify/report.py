@@ -1,0 +1,126 @@
+"""Printing a sweep: configuration, table, verdict; JSON and PNG outputs."""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from constructions.linearise import Temperature, error_bound
+
+from .sweep import DTYPES, Row, rows_as_dicts, unit_roundoff
+
+
+def format_config(config: dict) -> str:
+    keys = [k for k in config if k not in ("excluded", "score_bounds")]
+    lines = ["configuration: " + ", ".join(f"{k}={config[k]}" for k in keys)]
+    if config.get("score_bounds"):
+        lines.append("score bounds max|a| per head group: "
+                     + ", ".join(f"{g}={a:.4g}" for g, a in config["score_bounds"].items()))
+    if config["excluded"]:
+        lines.append(f"excluded {len(config['excluded'])} problem(s) outside the construction's assumptions:")
+        lines += [f"  problem {i}: {why}" for i, why in list(config["excluded"].items())[:10]]
+    return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "      -  " if x is None or not math.isfinite(x) else f"{x:9.2e}"
+
+
+def format_table(rows: list[Row]) -> str:
+    head = (f"{'dtype':8} {'variant':12} {'theta':>9} {'C':>7} {'c':>9} {'err_iter':>9} {'err_pred':>9} "
+            f"{'med_pred':>9} {'growth':>9} {'bound':>9}  status")
+    best = {k: min((r for r in rs if r.status == "ok"), key=lambda r: r.error_prediction, default=None)
+            for k, rs in _groups(rows).items()}
+    out = [head, "-" * len(head)]
+    for r in rows:
+        mark = " *auto" if r.auto else ""
+        if best.get((r.dtype, r.variant)) is r:
+            mark += " <best"
+        out.append(f"{r.dtype:8} {r.variant:12} {_fmt(r.theta)} {r.C:7.2f} {_fmt(r.c)} {_fmt(r.error_iterate)} "
+                   f"{_fmt(r.error_prediction)} {_fmt(r.median_prediction)} {_fmt(r.growth)} {_fmt(r.bound_step)}  "
+                   f"{r.status}{mark}")
+    return "\n".join(out)
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    g: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        g[(r.dtype, r.variant)].append(r)
+    return g
+
+
+def verdict_lines(rows: list[Row], n: int) -> list[str]:
+    """One line per (dtype, variant): the floor, where it is, the law before it, what sets it."""
+    lines = []
+    for (dtype, variant), rs in _groups(rows).items():
+        sweep = [r for r in rs if not r.auto and r.status in ("ok", "lost")]
+        if not sweep:
+            lines.append(f"{dtype} {variant}: no finite run (every temperature overflowed or failed)")
+            continue
+        best = min(sweep, key=lambda r: r.error_prediction)
+        falling = [r for r in sweep if r.theta >= 10 * best.theta and r.theta <= 0.1]
+        law = ""
+        if len(falling) >= 2:
+            slope = np.polyfit(np.log10([r.theta for r in falling]),
+                               np.log10([max(r.error_prediction, 1e-300) for r in falling]), 1)[0]
+            law = f"falls as theta^{slope:.1f} down to "
+        terms = error_bound(variant, Temperature(best.C, best.c), n, 1.0, 1.0, unit_roundoff(DTYPES[dtype]))
+        setter = max(("truncation", "leakage", "rounding"), key=lambda k: terms[k])
+        reason = {"rounding": "rounding: the softmax forms exp(c*a - C), resolving c*a only to ~ulp(C), "
+                              "amplified by 1/c (bound term u(C+n)/theta)",
+                  "truncation": "truncation of exp(c*a) (bound term theta^P)",
+                  "leakage": "sink leakage n e^{-C}"}[setter]
+        below = [r for r in sweep if r.theta < best.theta]
+        rise = (f"; below it the error rises again ({_fmt(below[-1].error_prediction).strip()} at "
+                f"theta={below[-1].theta:.0e})") if below else ""
+        over = [r for r in rs if r.status == "overflow"]
+        ovf = f"; e^C/c overflows {dtype} at theta={over[0].theta:.0e} (C={over[0].C:.0f})" if over else ""
+        auto = [r for r in rs if r.auto]
+        auto_s = ""
+        if auto:
+            a = auto[0]
+            auto_s = (f"; automatic temperature (C={a.C:.1f}, c={a.c:.2e}) gives {_fmt(a.error_prediction).strip()}"
+                      if a.status == "ok" else f"; automatic temperature: {a.status}")
+        lines.append(f"{dtype} {variant}: prediction error {law}a floor of {best.error_prediction:.2e} at "
+                     f"theta={best.theta:.0e} (C={best.C:.1f}); floor set by {reason}{rise}{ovf}{auto_s}")
+    return lines
+
+
+def write_json(path: str, config: dict, rows: list[Row], verdict: list[str]) -> None:
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+    with open(path, "w") as f:
+        json.dump(clean({"config": config, "rows": rows_as_dicts(rows), "verdict": verdict}), f, indent=1)
+
+
+def write_plot(path: str, rows: list[Row], title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (dtype, variant), rs in _groups(rows).items():
+        sweep = [r for r in rs if not r.auto and r.status == "ok"]
+        if not sweep:
+            continue
+        line, = ax.loglog([1 / r.theta for r in sweep], [max(r.error_prediction, 1e-17) for r in sweep],
+                          "o-" if dtype == "float64" else "s--", ms=3, label=f"{dtype} {variant}")
+        for r in rs:
+            if r.auto and r.status == "ok":
+                ax.plot([1 / r.theta], [max(r.error_prediction, 1e-17)], "*", ms=12, color=line.get_color())
+    ax.set_xlabel("temperature 1/theta   (theta = c * max|a|, C = ln(20n) + P ln(1/theta))")
+    ax.set_ylabel("relative error of the prediction (max over problems)")
+    ax.set_title(title + "  (star: automatic temperature)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,174 @@
+"""The temperature sweep: compile, emulate, compare with numpy, for every (dtype, variant, theta).
+
+One schedule drives both temperatures of every linearised head group g:
+    theta  = the largest data score c * |a| of the group (the same for all groups),
+    c_g    = theta / a_max(g)                  (a_max from the data, see ``Algorithm.score_bounds``),
+    C      = ln(20 n) + P ln(1/theta)          (P the variant's order: leakage 2n e^{-C} kept ~10x
+                                                below the truncation theta^P).
+Falling theta first lowers the truncation error (theta^P), then the rounding term u C / theta takes
+over (the floor), and finally e^C / c leaves the dtype's range (overflow). The automatic choice
+(``constructions.linearise.choose_temperature``, per group) is run as one more row, marked ``auto``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from constructions.linearise import Temperature, choose_temperature, error_bound, order
+
+from .algorithms import Algorithm, Options
+from .emulate import emulate, relative_error
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+THETAS = [10.0 ** -k for k in range(13)] + [1e-14, 1e-16, 1e-20, 1e-24, 1e-32, 1e-48, 1e-64,
+                                            1e-96, 1e-128, 1e-160, 1e-192, 1e-256]
+LOST = 0.5   # a relative error above this means the emulation no longer tracks the algorithm
+
+
+@dataclass
+class Row:
+    algorithm: str
+    variant: str
+    dtype: str
+    device: str
+    theta: float
+    C: float                  # sink score of the loop group
+    c: float                  # data-score scale of the loop group
+    error_iterate: float      # max over problems, relative, final loop, against float64 numpy
+    error_prediction: float   # max over problems, relative, final prediction
+    median_iterate: float
+    median_prediction: float
+    growth: float             # max error of the iterate after T loops / after 1 loop
+    bound_step: float         # the linearisation bound for one loop-group head output, relative
+    status: str               # ok | lost (error > 0.5: the signal sank below rounding) | overflow | non-finite
+    auto: bool = False
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) / 2
+
+
+def log_max(dtype: torch.dtype) -> float:
+    return math.log(float(torch.finfo(dtype).max))
+
+
+def schedule_temps(theta: float, variant: str, n: int, scores: dict[str, float]) -> dict[str, Temperature]:
+    C = math.log(20 * n) + order(variant) * math.log(1.0 / theta)
+    return {g: Temperature(C, theta / a) for g, a in scores.items()}
+
+
+def auto_temps(variant: str, n: int, scores: dict[str, float], dtype: torch.dtype) -> dict[str, Temperature]:
+    margin = 12.0  # e^12 headroom for the data values and the n-term sums that multiply e^C / c
+    return {g: choose_temperature(variant, n, a, unit_roundoff(dtype), log_max(dtype) - margin)
+            for g, a in scores.items()}
+
+
+def weights_overflow(con, dtype: torch.dtype) -> bool:
+    """True when some constructed weight (e^C / c times a value map) is beyond the dtype's range."""
+    big = float(torch.finfo(dtype).max)
+    w = con.weights
+    return any(np.abs(h.value).max() >= big or not np.isfinite(h.value).all()
+               for layer in w.pre + w.loop + w.post for h in layer.heads)
+
+
+def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dtype_name, device,
+         iters, theta, auto) -> Row:
+    dtype = DTYPES[dtype_name]
+    with np.errstate(over="ignore", invalid="ignore"):
+        con = algo.build(opts, step, temps, variant)
+    loop = temps.get("loop", next(iter(temps.values())))
+    n = 2 * opts.N + 2
+    bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype))["total"]
+    base = dict(algorithm=algo.name, variant=variant, dtype=dtype_name, device=device, theta=theta,
+                C=loop.C, c=loop.c, bound_step=bound, auto=auto)
+    nan = float("nan")
+    blank = dict(error_iterate=nan, error_prediction=nan, median_iterate=nan, median_prediction=nan, growth=nan)
+    if weights_overflow(con, dtype):
+        return Row(**base, **blank, status="overflow")
+    emu = emulate(con, problem, iters, dtype, device, every_prediction=False)
+    if not (np.isfinite(emu.iterates).all() and np.isfinite(emu.predictions[:, -1]).all()):
+        return Row(**base, **blank, status="diverged")
+    e_it = np.stack([relative_error(emu.iterates[:, t], ref.iterates[:, t]) for t in range(iters + 1)], 1)
+    e_pred = relative_error(emu.predictions[:, -1], ref.predictions[:, -1])
+    growth = float(e_it[:, -1].max() / max(e_it[:, min(1, iters)].max(), 1e-300))
+    worst = max(float(e_it[:, -1].max()), float(e_pred.max()))
+    return Row(**base, error_iterate=float(e_it[:, -1].max()), error_prediction=float(e_pred.max()),
+               median_iterate=float(np.median(e_it[:, -1])), median_prediction=float(np.median(e_pred)),
+               growth=growth, status="ok" if worst <= LOST else "lost")
+
+
+def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
+    """Run rows from high to low theta until two rows in a row have lost the signal after the
+    error has started falling; then find the overflow point by building weights only."""
+    rows: list[Row] = []
+    bad = 0
+    for i, theta in enumerate(thetas):
+        row = run_row(theta)
+        rows.append(row)
+        if row.status == "overflow":
+            return rows
+        seen_ok = any(r.status == "ok" for r in rows)
+        bad = bad + 1 if (row.status != "ok" and seen_ok) else 0
+        if bad == 2:
+            for theta2 in thetas[i + 1:]:
+                if build_overflows(theta2):
+                    rows.append(run_row(theta2))
+                    break
+            return rows
+    return rows
+
+
+def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dtypes: list[str],
+              device: str, thetas: list[float] | None = None) -> tuple[dict, list[Row]]:
+    """Returns (configuration, rows). Problems outside the construction's assumptions are dropped
+    from the comparison and listed in the configuration under ``excluded``."""
+    rng = np.random.default_rng(opts.seed)
+    problem = algo.draw(rng, opts)
+    step = opts.step if opts.step is not None else algo.choose_step(problem)
+    why = algo.violations(problem, opts, step)
+    keep = why == ""
+    excluded = {int(i): str(why[i]) for i in np.flatnonzero(~keep)}
+    config = {"algorithm": algo.name, "N": opts.N, "d": opts.d, "m": opts.m, "iters": iters,
+              "problems": opts.problems, "seed": opts.seed, "device": device, "dtypes": dtypes,
+              "variants": variants, algo.step_name: step, "x_bound": opts.x_bound,
+              "register_bound": opts.register_bound, "excluded": excluded, "valid_problems": int(keep.sum())}
+    if not keep.any():
+        return config, []
+    ref = algo.reference(problem, iters, step)
+    big = np.abs(ref.iterates).reshape(len(keep), -1).max(axis=1) > opts.register_bound
+    for i in np.flatnonzero(big & keep):
+        excluded[int(i)] = f"a register exceeds register_bound={opts.register_bound:g} (the gated FFNs assume it)"
+    keep &= ~big
+    config["valid_problems"] = int(keep.sum())
+    if not keep.any():
+        return config, []
+    problem = type(problem)(*(getattr(problem, f)[keep] for f in ("x", "y", "x_test", "y_test")))
+    ref = type(ref)(ref.iterates[keep], ref.predictions[keep])
+    scores = algo.score_bounds(problem, step)
+    config["score_bounds"] = scores
+    n = 2 * opts.N + 2
+    rows: list[Row] = []
+    for dtype_name in dtypes:
+        for variant in variants:
+            def run_row(theta, variant=variant, dtype_name=dtype_name):
+                return _row(algo, opts, problem, ref, step, schedule_temps(theta, variant, n, scores),
+                            variant, dtype_name, device, iters, theta, False)
+
+            def overflows(theta, variant=variant, dtype_name=dtype_name):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    con = algo.build(opts, step, schedule_temps(theta, variant, n, scores), variant)
+                return weights_overflow(con, DTYPES[dtype_name])
+
+            rows += _sweep_one(run_row, overflows, thetas or THETAS)
+            temps = auto_temps(variant, n, scores, DTYPES[dtype_name])
+            loop = temps.get("loop", next(iter(temps.values())))
+            rows.append(_row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters,
+                             loop.c * scores.get("loop", next(iter(scores.values()))), True))
+    return config, rows
+
+
+def rows_as_dicts(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
