@@ -1,0 +1,110 @@
+"""The linearisation trick: head weights, orders, and one group's error against its derived bound."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from constructions.layout import Layout
+from constructions.linearise import (VARIANTS, Temperature, bilinear_heads, choose_temperature, error_bound,
+                                     head_weights, order)
+from constructions.reference import apply_head
+
+
+@pytest.mark.parametrize("variant,weights,P", [
+    ("paper", [1, -1], 1),                      # the printed constant cancel: (H(c) - H(0)) / c
+    ("odd", [0.5, -0.5], 2),                    # (H(c) - H(-c)) / 2c
+    ("richardson4", [2 / 3, -2 / 3, -1 / 12, 1 / 12], 4),   # five-point central difference
+])
+def test_head_weights_are_the_classical_differences(variant, weights, P):
+    np.testing.assert_allclose(head_weights(variant), weights, rtol=1e-12)
+    assert order(variant) == P
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_moments_cancel_up_to_the_order(variant):
+    s, w = np.array(VARIANTS[variant]), head_weights(variant)
+    for p in range(order(variant) + 1):
+        assert abs(np.sum(w * s ** p) - (p == 1)) < 1e-12
+    assert abs(np.sum(w * s ** (order(variant) + 1))) > 1e-6
+
+
+def group(n, k, m, seed):
+    lay = Layout(); lay.add("q", k); lay.add("k", k); lay.add("v", m); lay.add("out", m)
+    lay.add("is_sink", 1); lay.add("one", 1)
+    rng = np.random.default_rng(seed)
+    h = np.zeros((1, n + 1, lay.dim))
+    h[0, :n, lay["q"]] = rng.standard_normal((n, k))
+    h[0, :n, lay["k"]] = rng.standard_normal((n, k))
+    h[0, :n, lay["v"]] = rng.standard_normal((n, m))
+    h[0, n, lay.row("is_sink")] = 1.0
+    h[0, :, lay.row("one")] = 1.0
+    Q = np.zeros((k, lay.dim)); Q[:, lay["q"]] = np.eye(k)
+    K = np.zeros((k, lay.dim)); K[:, lay["k"]] = np.eye(k)
+    V = np.zeros((lay.dim, lay.dim)); V[lay["out"], lay["v"]] = np.eye(m)
+    a = h[0, :n, lay["q"]] @ h[0, :n, lay["k"]].T                   # a[j, i] = q_j . k_i
+    want = a @ h[0, :n, lay["v"]]                                   # sum_i v_i a_ji
+    return lay, h, Q, K, V, a, want
+
+
+def run_heads(heads, h, dtype):
+    if dtype == "numpy":
+        return sum(apply_head(hd, h, False) for hd in heads)
+    t = torch.from_numpy(h).to(dtype)
+    out = 0
+    for hd in heads:
+        q = t @ torch.from_numpy(hd.query.T).to(dtype)
+        k = t @ torch.from_numpy(hd.key.T).to(dtype)
+        out = out + torch.softmax(q @ k.transpose(1, 2), -1) @ (t @ torch.from_numpy(hd.value.T).to(dtype))
+    return out.double().numpy()
+
+
+@given(n=st.integers(2, 30), k=st.integers(1, 4), log_theta=st.floats(-5, -0.3), extra_C=st.floats(0, 30),
+       variant=st.sampled_from(list(VARIANTS)), dtype=st.sampled_from(["numpy", torch.float32]),
+       seed=st.integers(0, 10**6))
+def test_one_group_stays_under_its_bound(n, k, log_theta, extra_C, variant, dtype, seed):
+    lay, h, Q, K, V, a, want = group(n, k, 2, seed)
+    a_max = np.abs(a).max()
+    theta = 10.0 ** log_theta
+    u = 2.0 ** -53 if dtype == "numpy" else 2.0 ** -24
+    C = math.log(n) + extra_C
+    if dtype != "numpy" and C - math.log(theta / a_max) > 80:
+        return                                                       # beyond float32's range
+    temp = Temperature(C, theta / a_max)
+    got = run_heads(bilinear_heads(lay, Q, K, V, temp, variant), h, dtype)[0, :n, lay["out"]]
+    s_v = np.abs(h[0, :n, lay["v"]]).sum(axis=0).max()
+    bound = error_bound(variant, temp, n + 1, a_max, s_v, u)["total"]
+    assert np.abs(got - want).max() <= bound
+
+
+def test_error_falls_with_order_at_small_theta():
+    lay, h, Q, K, V, a, want = group(20, 3, 1, 0)
+    errs = {}
+    for variant in ("paper", "odd", "richardson4"):
+        temp = Temperature(45.0, 1e-2 / np.abs(a).max())
+        got = run_heads(bilinear_heads(lay, Q, K, V, temp, variant), h, "numpy")[0, :20, lay["out"]]
+        errs[variant] = np.abs(got - want).max()
+    assert errs["paper"] > 10 * errs["odd"] > 100 * errs["richardson4"]
+
+
+def test_leakage_falls_like_e_minus_C():
+    """Defect 5 of the printed proofs: e^C softmax ~ 1 + c a ignores the other keys in the
+    denominator. At fixed small theta the error is the leakage n e^{-C}: raising C by 2 divides it
+    by about e^2."""
+    lay, h, Q, K, V, a, want = group(20, 3, 1, 1)
+    c = 1e-3 / np.abs(a).max()
+    e = [np.abs(run_heads(bilinear_heads(lay, Q, K, V, Temperature(C, c), "richardson4"), h, "numpy")
+                [0, :20, lay["out"]] - want).max() for C in (6.0, 8.0)]
+    assert 0.5 * math.exp(-2) < e[1] / e[0] < 2 * math.exp(-2)
+
+
+@pytest.mark.parametrize("u,log_max", [(2.0 ** -53, 690.0), (2.0 ** -24, 75.0)])
+def test_automatic_temperature_is_near_the_bound_optimum(u, log_max):
+    t = choose_temperature("odd", 82, 1.0, u, log_max)
+    best = error_bound("odd", t, 82, 1.0, 1.0, u)["total"]
+    for dC in (-2.0, 2.0):
+        assert error_bound("odd", Temperature(t.C + dC, t.c), 82, 1.0, 1.0, u)["total"] >= best
+    for f in (0.3, 3.0):
+        assert error_bound("odd", Temperature(t.C, t.c * f), 82, 1.0, 1.0, u)["total"] >= best
+    assert t.C - math.log(t.c) <= log_max

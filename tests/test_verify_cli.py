@@ -1,0 +1,85 @@
+"""``python -m verify``: bad arguments exit 2 with one line; a run prints config, table, verdict, JSON."""
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, strategies as st
+
+from verify.cli import main
+
+BAD = {
+    "--iters": ["-1", "x", "2.5", "10001"],
+    "--N": ["0", "-5", "ten", "10001"],
+    "--d": ["0", "1.5"],
+    "--problems": ["0", "abc"],
+    "--seed": ["-1", "1e3"],
+    "--dtype": ["float16", "bf16", ""],
+    "--device": ["tpu", "gpu"],
+    "--variant": ["best", "odd,nope", ""],
+    "--x-bound": ["0", "-1", "inf", "nan", "big"],
+}
+
+
+@given(algo=st.sampled_from(["gd", "newton"]), flag=st.sampled_from(sorted(BAD)), data=st.data(),
+       prefix=st.lists(st.sampled_from(["--quiet", "--dtype=float64", "--N=5", "--iters=2"]), max_size=3))
+def test_bad_argument_exits_2_with_one_line(algo, flag, data, prefix):
+    value = data.draw(st.sampled_from(BAD[flag]))
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        code = main([algo, *prefix, flag, value])
+    err = buf.getvalue()
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("python -m verify: error:") and "Traceback" not in err
+    assert flag in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "ALGORITHM"), (["bisection"], "invalid choice"), (["newton", "--frobnicate"], "unrecognized"),
+    (["gd", "--alpha", "0.1"], "unrecognized"), (["newton", "--alpha", "-1"], "--alpha"),
+])
+def test_other_bad_invocations(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+
+
+def test_cuda_request_without_cuda_is_a_clean_error(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["newton", "--device", "cuda"]) == 2
+    assert "--device" in capsys.readouterr().err
+
+
+def test_help_lists_the_algorithms():
+    out = subprocess.run([sys.executable, "-m", "verify", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "gd" in out.stdout and "newton" in out.stdout
+
+
+def test_small_run_prints_configuration_table_verdict_and_json(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    code = main(["newton", "--N", "8", "--d", "3", "--problems", "4", "--iters", "4", "--dtype", "both",
+                 "--variant", "paper,odd", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "configuration:" in out and "dtype" in out and "seed=0" in out and "device=cpu" in out
+    assert "verdict:" in out and "floor" in out
+    doc = json.loads(path.read_text())
+    assert doc["config"]["N"] == 8 and doc["config"]["algorithm"] == "newton"
+    keys = {"algorithm", "variant", "dtype", "device", "C", "c", "error_iterate", "error_prediction"}
+    assert doc["rows"] and all(keys <= set(r) for r in doc["rows"])
+    assert {r["variant"] for r in doc["rows"]} == {"paper", "odd"}
+    assert {r["dtype"] for r in doc["rows"]} == {"float32", "float64"}
+    assert any(r["status"] == "overflow" for r in doc["rows"] if r["dtype"] == "float32")
+    assert sum(r["auto"] for r in doc["rows"]) == 4
+
+
+def test_violating_problems_are_reported_not_run(capsys):
+    code = main(["gd", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
+                 "--x-bound", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "outside the construction's assumptions" in out and "x_bound" in out
