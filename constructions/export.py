@@ -1,0 +1,179 @@
+"""Export and import of AlgoFormer weights: safetensors for the tensors, a JSON file for the meaning.
+
+    export_construction(con, "out/gd")        -> out/gd.safetensors, out/gd.json
+    export_model(model, "out/trained", extra={"readout": ...})
+    model, meta = load_model("out/gd")         # a fresh AlgoFormer, weights loaded with load_exact
+    con = load_construction("out/gd")          # the Construction back (weights, layout, read-outs)
+
+The tensors are ``model.state_dict()`` under the model's own names (``loop.0.attn.w_q``, ...), so any
+safetensors reader gets them. The JSON (also stored, compact, in the safetensors header under
+``"algoformer"``) says what they mean:
+
+    format, version     "algoformer-export", 1
+    dtype               the tensors' dtype ("float64" for constructions)
+    model_config        AlgoFormerConfig as plain fields: pre / loop / post lists of LayerConfig dicts
+    layers              per stack and layer: name, mask, head names (constructions only)
+    layout              {"dim": D, "rows": ["x[0]", ..., "answer"], "blocks": {"x": [0, 3], ...}}
+    prompt              encoder prompt: n_tokens, the role of every token ("x_1", "y_1", ...,
+                        "x_test", "sink"), and "pos": the Lemma A.1 vectors the encoder writes
+    readout             "answer" / "iterate": register, its rows [start, stop) and the tokens
+                        that hold it (a list of token indices)
+    notes, assumptions  the parameters the weights were built with and what they assume of the data
+
+A trained model has no layout (``null``); pass what is known about it (how its prompts are laid
+out, where the prediction is read) in ``extra``, which is stored verbatim.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from algoformer import AlgoFormer, AlgoFormerConfig, LayerConfig
+
+from .bridge import build_model
+from .layout import Layout
+from .prompt import Construction, Readout
+from .weights import AlgoFormerWeights, FFNWeights, HeadWeights, LayerWeights
+
+FORMAT, VERSION = "algoformer-export", 1
+STACKS = ("pre", "loop", "post")
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+# -- configs as plain JSON ------------------------------------------------------------------------
+def config_to_json(cfg: AlgoFormerConfig) -> dict:
+    return asdict(cfg)
+
+
+def config_from_json(d: dict) -> AlgoFormerConfig:
+    stacks = {s: tuple(LayerConfig(**c) for c in d[s]) for s in STACKS}
+    return AlgoFormerConfig(**{**d, **stacks})
+
+
+# -- export -----------------------------------------------------------------------------------------
+def export_model(model: AlgoFormer, path: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write ``path.safetensors`` (the state dict) and ``path.json`` (config + ``extra``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+    meta = {"format": FORMAT, "version": VERSION, "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+            "model_config": config_to_json(model.cfg), "layout": None, **(extra or {})}
+    return _write(state, meta, path)
+
+
+def _write(state: dict[str, torch.Tensor], meta: dict, path) -> tuple[Path, Path]:
+    st, js = _paths(path)
+    st.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(meta, indent=1)
+    save_file(state, str(st), metadata={"algoformer": json.dumps(meta)})
+    js.write_text(text + "\n")
+    return st, js
+
+
+def _tokens(r: Readout, n: int) -> list[int]:
+    return list(range(n))[r.tokens] if isinstance(r.tokens, slice) else (
+        [int(r.tokens)] if np.ndim(r.tokens) == 0 else [int(t) for t in r.tokens])
+
+
+def _readout_json(r: Readout, lay: Layout, n: int) -> dict:
+    block = lay[r.register]
+    return {"register": r.register, "rows": [block.start, block.stop], "tokens": _tokens(r, n),
+            "scalar_token": np.ndim(r.tokens) == 0 and not isinstance(r.tokens, slice)}
+
+
+def token_roles(N: int) -> list[str]:
+    """The encoder prompt of ``constructions.prompt``: x_1, y_1, ..., x_N, y_N, x_test, sink."""
+    return [f"{k}_{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["x_test", "sink"]
+
+
+def construction_meta(con: Construction) -> dict:
+    w, lay = con.weights, con.layout
+    N = con.pos.shape[0] - 1
+    n = 2 * N + 2
+    layers = {s: [{"name": l.name, "mask": l.mask, "heads": [h.name for h in l.heads],
+                   "ffn": l.ffn is not None} for l in getattr(w, s)] for s in STACKS}
+    return {"layout": {"dim": lay.dim, "rows": lay.labels(), **{"blocks": lay.to_json()["blocks"]}},
+            "layers": layers,
+            "prompt": {"kind": "encoder", "N": N, "n_tokens": n, "token_roles": token_roles(N),
+                       "pos": np.asarray(con.pos, float).tolist()},
+            "readout": {"answer": _readout_json(con.answer, lay, n),
+                        "iterate": _readout_json(con.iterate, lay, n)},
+            "notes": _plain(w.notes), "assumptions": _plain(con.assumptions)}
+
+
+def _plain(d: dict) -> dict:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in d.items()}
+
+
+def export_construction(con: Construction, path: str | Path) -> tuple[Path, Path]:
+    """The constructed weights exactly as the bridge loads them (float64), with their layout."""
+    return export_model(build_model(con.weights), path, construction_meta(con))
+
+
+# -- import -----------------------------------------------------------------------------------------
+def read_meta(path: str | Path) -> dict:
+    st, js = _paths(path)
+    meta = json.loads(js.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{js} is not an {FORMAT} file (format={meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{js} has version {meta.get('version')!r}; this reader knows version {VERSION}")
+    return meta
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = None) -> tuple[AlgoFormer, dict]:
+    """A fresh AlgoFormer built from the JSON config, holding the exported tensors (eval mode)."""
+    st, _ = _paths(path)
+    meta = read_meta(path)
+    state = load_file(str(st))
+    dtype = dtype or next(iter(state.values())).dtype
+    model = AlgoFormer(config_from_json(meta["model_config"])).to(dtype)
+    model.load_exact(state)
+    return model.eval(), meta
+
+
+def _readout_from_json(r: dict) -> Readout:
+    return Readout(r["register"], r["tokens"][0] if r["scalar_token"] else list(r["tokens"]))
+
+
+def _layer_from_state(state: dict, prefix: str, info: dict, D: int) -> LayerWeights:
+    heads = []
+    if prefix + "attn.w_q" in state:
+        q, k, v, o = (state[prefix + "attn." + n].double().numpy() for n in ("w_q", "w_k", "w_v", "w_o"))
+        r = v.shape[1]
+        for i, name in enumerate(info["heads"]):
+            heads.append(HeadWeights(q[i], k[i], o[:, i * r:(i + 1) * r] @ v[i], name))   # W_O^h W_V^h
+    ffn = None
+    if prefix + "ffn.fc1.weight" in state:
+        ffn = FFNWeights(*(state[prefix + n].double().numpy()
+                           for n in ("ffn.fc1.weight", "ffn.fc1.bias", "ffn.fc2.weight", "ffn.fc2.bias")))
+    return LayerWeights(tuple(heads), ffn, info["mask"], info["name"])
+
+
+def load_construction(path: str | Path) -> Construction:
+    """The Construction back from an export: layout, weights (each head's value map is W_O^h W_V^h,
+    exact because W_V^h selects rows), Lemma A.1 vectors and read-outs."""
+    st, _ = _paths(path)
+    meta = read_meta(path)
+    if meta.get("layout") is None:
+        raise ValueError(f"{st} holds no layout: it is not a construction (use load_model)")
+    lay = Layout()
+    for name, (a, b) in meta["layout"]["blocks"].items():
+        lay.add(name, b - a)
+    state = load_file(str(st))
+    stacks = {s: tuple(_layer_from_state(state, f"{s}.{i}.", info, lay.dim)
+                       for i, info in enumerate(meta["layers"][s])) for s in STACKS}
+    weights = AlgoFormerWeights(lay, **stacks, notes=meta.get("notes", {}))
+    return Construction(weights, np.asarray(meta["prompt"]["pos"], float),
+                        answer=_readout_from_json(meta["readout"]["answer"]),
+                        iterate=_readout_from_json(meta["readout"]["iterate"]),
+                        assumptions=meta.get("assumptions", {}))

@@ -1,0 +1,96 @@
+"""Export / import round trips (constructions.export): constructed and trained weights as
+safetensors plus a JSON layout."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from constructions.bridge import build_model, state_dict
+from constructions.export import (export_construction, export_model, load_construction, load_model,
+                                  read_meta, token_roles)
+from verify.algorithms import ALGORITHMS, Options
+from verify.emulate import emulate
+from verify.sweep import auto_temps
+
+OPTS = Options(N=6, d=3, problems=4)
+
+
+def _construction(name: str):
+    algo = ALGORITHMS[name]
+    problem = algo.draw(np.random.default_rng(0), OPTS)
+    step = algo.choose_step(problem)
+    temps = auto_temps("odd", 2 * OPTS.N + 2, algo.score_bounds(problem, step), torch.float64)
+    return algo.build(OPTS, step, temps, "odd"), problem
+
+
+@pytest.mark.parametrize("name", ["gd", "newton"])
+def test_construction_round_trip_identical_outputs(tmp_path, name):
+    con, problem = _construction(name)
+    export_construction(con, tmp_path / name)
+    fresh, meta = load_model(tmp_path / name)
+    original = build_model(con.weights)
+    tokens = torch.from_numpy(con.encode(problem.x, problem.y, problem.x_test))
+    assert torch.equal(fresh(tokens, 4), original(tokens, 4))
+    back = load_construction(tmp_path / name)
+    a, b = state_dict(con.weights), state_dict(back.weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    e1, e2 = emulate(con, problem, 3), emulate(back, problem, 3)
+    assert np.array_equal(e1.predictions, e2.predictions) and np.array_equal(e1.iterates, e2.iterates)
+    assert np.array_equal(back.pos, con.pos)
+
+
+@pytest.mark.parametrize("name, answer_token", [("gd", 2 * OPTS.N + 1), ("newton", 2 * OPTS.N)])
+def test_json_names_rows_and_answer_token(tmp_path, name, answer_token):
+    con, _ = _construction(name)
+    _, js = export_construction(con, tmp_path / name)
+    meta = json.loads(js.read_text())
+    lay = meta["layout"]
+    assert lay["dim"] == con.layout.dim == len(lay["rows"])
+    assert lay["rows"][:3] == ["x[0]", "x[1]", "x[2]"] and lay["rows"][-1] == "answer"
+    assert lay["blocks"]["answer"] == [con.layout["answer"].start, con.layout["answer"].stop]
+    ans = meta["readout"]["answer"]
+    assert ans["register"] == "answer" and ans["tokens"] == [answer_token]
+    assert meta["prompt"]["token_roles"][answer_token] == ("sink" if name == "gd" else "x_test")
+    assert meta["prompt"]["n_tokens"] == 2 * OPTS.N + 2 == len(meta["prompt"]["token_roles"])
+    assert meta["layers"]["loop"][0]["heads"] == [h.name for h in con.weights.loop[0].heads]
+
+
+def test_safetensors_file_is_self_describing(tmp_path):
+    con, _ = _construction("gd")
+    st, _ = export_construction(con, tmp_path / "gd")
+    with safe_open(str(st), "pt") as f:
+        meta = json.loads(f.metadata()["algoformer"])
+        keys = set(f.keys())
+        assert f.get_tensor("loop.0.attn.w_q").dtype == torch.float64
+    assert meta["readout"]["answer"]["register"] == "answer"
+    assert keys == set(build_model(con.weights).state_dict())
+
+
+def test_trained_model_round_trip(tmp_path):
+    from algoformer.training.models import ModelSpec, build_model as build_trained
+    torch.manual_seed(0)
+    model = build_trained(ModelSpec("algoformer", width=16, heads=2, attention="exact"), 3, 1, 12).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 12, 3)
+    model(x, 2).pow(2).mean().backward()      # one step: weights no longer the initialisation
+    opt.step()
+    readout = {"readout": {"kind": "decoder", "prediction_of_y_i_at_token": "2(i-1)"}}
+    export_model(model, tmp_path / "trained", extra=readout)
+    fresh, meta = load_model(tmp_path / "trained")
+    assert fresh.cfg == model.cfg
+    assert torch.equal(fresh(x, 3), model(x, 3))
+    assert meta["layout"] is None and meta["readout"] == readout["readout"]
+    with pytest.raises(ValueError, match="holds no layout"):
+        load_construction(tmp_path / "trained")
+
+
+def test_rejects_foreign_json(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"format": "other", "version": 1}))
+    with pytest.raises(ValueError, match="not an algoformer-export"):
+        read_meta(tmp_path / "x")
+
+
+def test_token_roles():
+    assert token_roles(2) == ["x_1", "y_1", "x_2", "y_2", "x_test", "sink"]
