@@ -151,3 +151,39 @@ def regression_from_inputs(rng: np.random.Generator, x: np.ndarray, phi: MLP | N
     y = np.einsum("bmd,bnd->bnm", A, feats)
     y_obs = y[:, :-1] + noise * rng.standard_normal((B, n - 1, m))
     return Regression(x[:, :-1], y_obs, x[:, -1], y[:, -1])
+
+
+# -- the paper's fixed representations Phi* and the regression that AR(q) induces --------------
+PHI_SEED = 0  # seed of the fixed Phi* of Section 5.1 (one Phi* shared by every problem)
+
+
+def representation_mlp(d: int = 20, L: int = 3, seed: int = PHI_SEED, slope: float = LEAKY_SLOPE) -> MLP:
+    """Phi* of the regression-with-representation experiment: L leaky-ReLU layers R^d -> R^d."""
+    _check_positive(d=d, L=L)
+    return random_mlp(np.random.default_rng(seed), [d] * (L + 1), slope)
+
+
+def ar_mlp(q: int = 3, d: int = 20, L: int = 3, seed: int = PHI_SEED, slope: float = LEAKY_SLOPE) -> MLP:
+    """Phi* of the AR(q) experiment: L leaky-ReLU layers R^{qd} -> R^d (paper: R^60 -> R^20)."""
+    _check_positive(q=q, d=d, L=L)
+    return random_mlp(np.random.default_rng(seed), [q * d] + [d] * L, slope)
+
+
+def ar_regression(seq: np.ndarray, q: int) -> Regression:
+    """The regression that AR(q) induces on seq (B, N + 1, d) = x_1 .. x_N, x_{N+1}.
+
+    Sample t (1-based, t = q+1 .. N): window [x_{t-q}, ..., x_{t-1}] (oldest first, flattened to q*d)
+    with label x_t; the query is the window [x_{N-q+1}, ..., x_N] and y_test = x_{N+1}. That is the
+    conditional likelihood of x_{q+1..N} given the first q values: N - q samples. (The paper's sum
+    over t = 1..N pads x_t = 0 for t < 1; the data do not come from that padded model.)
+    """
+    seq = np.asarray(seq, float)
+    if seq.ndim != 3:
+        raise ValueError(f"seq has shape {seq.shape}, expected (B, N + 1, d)")
+    B, n1, d = seq.shape
+    N = n1 - 1
+    _check_positive(q=q)
+    if N <= q:
+        raise ValueError(f"N={N} is invalid: expected N > q={q} (at least one full window)")
+    win = np.stack([seq[:, t - q:t].reshape(B, q * d) for t in range(q, N + 1)], axis=1)  # (B, N-q+1, qd)
+    return Regression(win[:, :-1], seq[:, q:N], win[:, -1], seq[:, N])

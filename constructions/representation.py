@@ -1,0 +1,144 @@
+"""Theorem 3.1: regression with representation, y = A Phi*(x), Phi* a given L-layer leaky-ReLU MLP.
+
+The AlgoFormer computes Phi* exactly in TF_pre's feed-forward networks, runs gradient descent on the
+features in TF_loop (Lemma A.2, ``gd.gd_step_layer`` reused as is) and reads A_T Phi*(x_test) in TF_post.
+
+Layout (tokens as in ``prompt``, the prompt's x rows renamed ``xin``; registers added here):
+    xin          x_i on x-tokens, x_test on the test token (the prompt)
+    phi1..phi{L-1}  hidden activations of Phi* (every token; nothing reads them after the next layer)
+    x            Phi*(x_i) on x-tokens, Phi*(x_test) on the test token, 0 on y-tokens and the sink
+    xN, r, answer  as in ``gd``: Phi*(x_i)/N on x-tokens, A_k Phi*(x_i) - y_i and A_k Phi*(x_test)
+
+TF_pre (L + 1 layers, one head in the last):
+    layer l = 1..L (no heads: the identity attention W_V = 0 of the proof), FFN:
+        dst_l <- leaky(W_l src_l + b_l) = relu(z) - a relu(-z)   (``gadgets.leaky_relu_layer``)
+        with xin -> phi1 -> ... -> phi{L-1} -> x. Each layer writes a register that is still 0, so
+        the residual connection adds the FFN output to an exact 0: the features are Phi*(x) to the
+        rounding of W z + b alone, as numpy computes them.
+    layer L + 1: pairing head (Lemma A.1): r <- -2 mean_pair(y) = -y_i on x_i (A_0 = 0);
+        FFN: x <- 0 on y-tokens and the sink (where it holds Phi*(0)), xN <- x / N on x-tokens only
+        (``gadgets.zero_where``, ``gadgets.gated_copy``, exact while |Phi*(x)| <= x_bound)
+TF_loop (1 layer): Lemma A.2 on the features: r_j <- r_j - eta grad L(A_k) Phi*(x_j)
+TF_post (1 layer, 1 head): the sink takes r from the test token: answer = A_T Phi*(x_test)
+
+Where this differs from the printed proof, and why:
+  * "Mind the residual connections": the printed proof writes Phi*'s layers over the rows of x, but
+    a residual layer can only *add*: an in-place layer must also subtract its input (the
+    ``clear_src`` option), and x + (leaky(Wx + b) - x) rounds. Fresh registers per layer are exact.
+  * The MLP is applied on every token, so the y-tokens and the sink hold Phi*(0) != 0 (the biases);
+    the registers layer zeroes them, otherwise they would count as samples (sink/y keys x/N) and the
+    sink's value e^C r would not vanish.
+  * The printed pre-transformer's last FFN "approximates the multiplication by 1/N"; 1/N is a
+    constant, so the gated copy is exact. The printed r row holds "A_{k+1} Phi*(x_test)" at step 0:
+    a typo for A_0 Phi*(x_test) = 0.
+  * The post head is the selection head of ``gd`` (indicator scores), not the printed head on the
+    positional embeddings p_{N+1}, which would also average in the y-rows of the sink.
+  * Gradient descent differences of Lemma A.2 (eta / c in W_V, loopable layout) are those of ``gd``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from algoformer.tasks import MLP
+
+from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
+from .gadgets import gated_copy, leaky_relu_layer, zero_where
+from .gd import check_sizes, gd_answer_layer, gd_step_layer, move
+from .layout import Layout
+from .linearise import DEFAULT_VARIANT, Temperature
+from .prompt import Construction, Readout, encode_regression, regression_layout
+from .weights import AlgoFormerWeights, FFNWeights, LayerWeights
+
+
+def mlp_registers(layout: Layout, phi: MLP, src: str, dst: str = "x") -> list[str]:
+    """Adds phi1 .. phi{L-1} and ``dst`` (the features); returns the registers each layer reads/writes."""
+    widths = [W.shape[0] for W in phi.weights]
+    names = [src] + [f"phi{l}" for l in range(1, len(widths))] + [dst]
+    for name, width in zip(names[1:], widths):
+        layout.add(name, width)
+    return names
+
+
+def mlp_layers(layout: Layout, phi: MLP, names: list[str]) -> tuple[LayerWeights, ...]:
+    """Phi* as L FFN-only layers (identity attention): names[l] -> names[l + 1], exactly."""
+    return tuple(LayerWeights(ffn=leaky_relu_layer(layout, a, b, W, bias, phi.slope), name=f"phi-layer{l + 1}")
+                 for l, (a, b, W, bias) in enumerate(zip(names[:-1], names[1:], phi.weights, phi.biases)))
+
+
+def check_mlp(phi: MLP, d_in: int) -> None:
+    if not phi.weights or len(phi.weights) != len(phi.biases):
+        raise ValueError(f"phi has {len(phi.weights)} weights and {len(phi.biases)} biases: expected L >= 1 of each")
+    prev = d_in
+    for l, (W, b) in enumerate(zip(phi.weights, phi.biases)):
+        if W.ndim != 2 or W.shape[1] != prev or b.shape != (W.shape[0],):
+            raise ValueError(f"phi layer {l + 1} has W {W.shape}, b {b.shape}: expected W (*, {prev}), b (W.shape[0],)")
+        prev = W.shape[0]
+    if not 0 <= phi.slope < 1:
+        raise ValueError(f"phi.slope={phi.slope!r} is invalid: expected a leaky slope in [0, 1)")
+
+
+def representation_layout(phi: MLP, m: int, pos_dim: int) -> tuple[Layout, list[str]]:
+    d = phi.weights[0].shape[1]
+    prompt = regression_layout(d, m, pos_dim)
+    lay = Layout()
+    for name, block in prompt:
+        lay.add("xin" if name == "x" else name, block.stop - block.start)
+    names = mlp_registers(lay, phi, "xin", "x")
+    lay.add("xN", lay.size("x"))
+    lay.add("r", m)
+    lay.add("answer", m)
+    return lay, names
+
+
+def registers_layer(layout: Layout, N: int, x_bound: float, pos_eps: float) -> LayerWeights:
+    """r = A_0 Phi*(x) - y = -y on x-tokens (pairing head); x kept on x/test tokens; xN = x / N."""
+    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
+    pair = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y", silence="is_y")
+    ffn = FFNWeights.concat(zero_where(layout, "x", ("is_y", "is_sink"), x_bound),
+                            gated_copy(layout, "x", "xN", off=("is_y", "is_test", "is_sink"),
+                                       bound=x_bound / N, scale=1.0 / N))
+    return LayerWeights(heads=(pair,), ffn=ffn, name="gd-registers")
+
+
+@dataclass(frozen=True)
+class RepresentationConstruction(Construction):
+    """Fed the regression prompt; the prompt's x rows sit in ``xin``."""
+
+    def encode(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.shape[1] != self.assumptions.get("N", x.shape[1]):
+            raise ValueError(f"N={x.shape[1]} samples, but the construction was built for N={self.assumptions['N']}")
+        prompt = regression_layout(self.layout.size("xin"), self.layout.size("y"), self.layout.size("pos"))
+        small = encode_regression(prompt, self.pos, x, y, x_test)
+        h = np.zeros(small.shape[:2] + (self.layout.dim,))
+        for name, block in prompt:
+            h[:, :, self.layout["xin" if name == "x" else name]] = small[:, :, block]
+        return h
+
+
+def representation_construction(phi: MLP, N: int, eta: float, temp: Temperature, m: int = 1,
+                                variant: str = DEFAULT_VARIANT, x_bound: float = 100.0, pos_eps: float = 0.1,
+                                seed: int = 0, register_bound: float = 1e8) -> RepresentationConstruction:
+    """Theorem 3.1. ``x_bound`` bounds the features |Phi*(x)| (the gates of the registers layer)."""
+    check_sizes(N=N, m=m)
+    d = phi.weights[0].shape[1] if phi.weights else 0
+    check_mlp(phi, d)
+    if not eta > 0:
+        raise ValueError(f"eta={eta!r} is invalid: expected a float > 0")
+    if not x_bound > 0:
+        raise ValueError(f"x_bound={x_bound!r} is invalid: expected a float > 0")
+    P = quasi_orthogonal(N + 1, pos_eps, seed)
+    lay, names = representation_layout(phi, m, P.shape[1])
+    weights = AlgoFormerWeights(
+        lay,
+        pre=mlp_layers(lay, phi, names) + (registers_layer(lay, N, x_bound, pos_eps),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound),),
+        post=(gd_answer_layer(lay),),
+        notes={"algorithm": "representation", "d": d, "d_phi": lay.size("x"), "L": len(phi.weights), "m": m,
+               "N": N, "eta": eta, "C": temp.C, "c": temp.c, "variant": variant},
+    )
+    return RepresentationConstruction(weights, P, answer=Readout("answer", 2 * N + 1),
+                                      iterate=Readout("r", list(range(0, 2 * N, 2)) + [2 * N]),
+                                      assumptions={"N": N, "x_bound": x_bound, "register_bound": register_bound})
