@@ -30,13 +30,15 @@ import sympy as sp
 from sympy import QQ
 from sympy.polys.rings import ring
 
-from constructions.gd import gd_layout, gd_step_layer
+from constructions.copy import copy_block, encode_sequence, gate, n_embeddings, sequence_layout, slot
+from constructions.embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
+from constructions.gd import gd_layout, gd_registers_layer, gd_step_layer, move
 from constructions.linearise import VARIANTS, Temperature, bilinear_heads, head_weights, order
-from constructions.newton import _reader, newton_layout, newton_step_layer
-from constructions.gd import move
+from constructions.newton import _reader, newton_layout, newton_post, newton_step_layer
 from constructions.weights import LayerWeights
 
-from .symbolic_engine import ProofError, apply_attention, apply_layer, identify_layer, rational
+from .symbolic_engine import (ProofError, apply_attention, apply_ffn, apply_layer, identify_layer, rational,
+                              selection)
 
 STATED_ORDER = {"paper": 1, "odd": 2, "richardson4": 4, "richardson6": 6}
 
@@ -258,3 +260,124 @@ def prove_newton_step() -> Proof:
 
 def _negate(res: tuple[bool, list[str]]) -> tuple[bool, list[str]]:
     return not res[0], res[1]
+
+
+# -- selection heads: the pairing head (Lemma A.1) and the copy block (Lemma A.3) -------------------
+
+def outside_weight_certificate(k: int) -> bool:
+    """With g group keys (weight e^0 = 1 each) and k others of weight t_i <= T = e^{-beta eps}:
+    k T / g - S / (g + S) == sum_i (T - t_i) / g + S^2 / (g (g + S)),  S = sum t_i, every term >= 0,
+    so the total weight outside the group is <= k e^{-beta eps} / g."""
+    g, T = sp.symbols("g T", positive=True)
+    t = sp.symbols(f"t0:{k}", positive=True)
+    S = sum(t)
+    return sp.cancel(k * T / g - S / (g + S) - (sum(T - x for x in t) / g + S ** 2 / (g * (g + S)))) == 0
+
+
+def selection_claim(layer, h, target_rows: dict, lay, margin: float, checked=lambda head, j: True
+                    ) -> tuple[bool, list[str], list]:
+    """Every query of every head: the exact remainder identity and the limit as beta -> oo; where
+    ``checked(head index, query)``: every gap >= margin; rows in ``target_rows``: limit == target.
+    Returns the limit state (residual included) for the FFNs that follow."""
+    labels, bad, worst = lay.labels(), [], None
+    state = [list(t) for t in h]
+    for hi, head in enumerate(layer.heads):
+        for j in range(len(h)):
+            sel = selection(head, h, j, range(len(h)))
+            for r, v in sel.limit.items():
+                state[j][r] = state[j][r] + v
+            if not (sel.identity and sel.tends):
+                bad.append(f"{head.name} query {j}: remainder identity {sel.identity}, limit {sel.tends}")
+            gap = min(sel.gaps.values(), default=None)
+            if gap is not None and checked(hi, j) and (worst is None or gap < worst[0]):
+                worst = (gap, len(sel.gaps), len(sel.group))
+    for (j, r), want in target_rows.items():
+        if state[j][r] != want:
+            bad.append(f"token {j} {labels[r]}: limit {state[j][r].as_expr()} != {want.as_expr()}")
+    gap, k, g = worst
+    if gap < Fraction(margin) or not outside_weight_certificate(k):
+        bad.append(f"smallest gap {gap} < margin {margin}")
+    return not bad, bad[:6] + [f"smallest score gap {float(gap):.4f} >= margin {margin}: outside weight "
+                               f"<= (n-g) e^(-beta {float(gap):.4f}) / g"], state
+
+
+def pairing_claim(which: str, d: int = 2, N: int = 2, pos_eps: float = 0.1) -> tuple[bool, list[str]]:
+    """The pairing head of GD's TF_pre (r <- -y_i on x_i) or Newton's TF_post (ypair <- y_i on x_i),
+    built as the constructions build it, with beta symbolic; embeddings as the constructions draw them."""
+    P = quasi_orthogonal(N + 1, pos_eps, 0)
+    R, s, xs, _ = newton_setting(d, N)
+    ys = [[s[f"y{i}"]] for i in range(N)]
+    lay = gd_layout(d, 1, P.shape[1]) if which == "gd" else newton_layout(d, P.shape[1])
+    dst, scale = ("r", -2.0) if which == "gd" else ("ypair", 2.0)
+    beta = exact_pairing_beta(P.shape[1], pos_eps)
+    real = (gd_registers_layer(lay, N, 100.0, pos_eps) if which == "gd"
+            else newton_post(lay, pos_eps, Temperature(1.0, 1.0))[0]).heads[0]
+    mine = pairing_head(lay, "pos", move(lay, "y", dst, scale), beta, "pair-y", silence="is_y")
+    if not all(np.array_equal(getattr(real, a), getattr(mine, a)) for a in ("query", "key", "value")):
+        return False, ["the head rebuilt with symbolic beta differs from the construction's"]
+    layer = identify_layer(lambda p: LayerWeights(heads=(pairing_head(
+        lay, "pos", move(lay, "y", dst, scale), p["beta"], "pair-y", silence="is_y"),)), ("1", "beta"))
+    pos = [[R.one * int(v) for v in row] for row in P[:N + 1]]
+    h = regression_tokens(lay, R, xs, ys, [s[f"t{k}"] for k in range(d)], pos)
+    want = {(2 * i, lay[dst].start): ys[i][0] * (-1 if which == "gd" else 1) for i in range(N)}
+    want.update({(j, lay[dst].start): R.zero for j in range(1, 2 * N + 2, 2)})
+    want[(2 * N, lay[dst].start)] = R.zero
+    ok, msgs, _ = selection_claim(layer, h, want, lay, pos_eps)
+    return ok, msgs
+
+
+def prove_pairing() -> Proof:
+    return run_claims(
+        "pairing", "Lemma A.1 pairing head (as built for GD's TF_pre and Newton's TF_post, N=2, beta "
+        "symbolic): as beta -> oo the output is exactly the pair mean (r = -y_i, resp. ypair = y_i, on "
+        "x_i; 0 on y-tokens, which attend to the sink, and on the test token and sink); the remainder "
+        "is sum_{i outside} t_i (v_i - mean) / (g + sum t), t_i = e^{-beta gap_i}, every gap >= eps, "
+        "so the weight outside the group is <= (n-g) e^{-beta eps} / g",
+        [("GD TF_pre head (r <- -2 mean y)", lambda: pairing_claim("gd")),
+         ("Newton TF_post head (ypair <- 2 mean y)", lambda: pairing_claim("newton"))])
+
+
+def copy_claim(d: int = 1, N: int = 4, q: int = 2, pos_eps: float = 0.1) -> tuple[bool, list[str]]:
+    """Lemma A.3 (``constructions.copy.copy_block``, beta symbolic): slot i of token t tends to x_{t-i}
+    for t >= i with the pairing remainder (groups of one), and both FFNs then give exactly
+    win_t = [x_{t-q}, ..., x_{t-1}] (x_s = 0 for s < 0) and the gates no_prev{i} = [t < i]."""
+    P = quasi_orthogonal(n_embeddings(N, q, False), pos_eps, 0)
+    lay = sequence_layout(d, q, P.shape[1])
+    names = [f"x{t}_{k}" for t in range(N) for k in range(d)]
+    R, *g = ring(",".join(names), QQ)
+    x = [g[t * d:(t + 1) * d] for t in range(N)]
+    enc = encode_sequence(lay, P, q, np.zeros((1, N, d)))[0]               # the real encoder, data 0
+    h = [[R.one * rational(float(v), "token") for v in row] for row in enc]
+    for t in range(N):
+        put(h[t], lay, "xt", x[t])
+    layers = [identify_layer(lambda p, k=k: copy_block(lay, q, p["beta"], 100.0)[k], ("1", "beta"))
+              for k in range(2)]
+    want = {}
+    for t in range(N):
+        for i in range(1, q + 1):
+            for k, r in enumerate(range(*slot(lay, i).indices(lay.dim))):
+                want[(t, r)] = x[t - i][k] if t >= i else R.zero
+            want[(t, lay.row(gate(i)))] = R.one if t < i else R.zero
+    heads_want = {key: v for key, v in want.items() if key[1] in range(*lay["win"].indices(lay.dim))
+                  and any(key[0] >= i and key[1] in range(*slot(lay, i).indices(lay.dim)) for i in range(1, q + 1))}
+    ok, msgs, state = selection_claim(layers[0], h, heads_want, lay, pos_eps, lambda hi, t: t >= hi + 1)
+    assumptions: list[str] = []
+    tok = [[({(0, 0): v} if v != 0 else {}) for v in row] for row in state]
+    for k, layer in enumerate(layers):
+        tok = [apply_ffn(layer.ffn, row, R, assumptions, f"layer {k + 1} token {t}") for t, row in enumerate(tok)]
+    labels = lay.labels()
+    for (t, r), v in want.items():
+        got = tok[t][r].get((0, 0), R.zero)
+        if set(tok[t][r]) - {(0, 0)} or got != v:
+            ok = False
+            msgs.insert(0, f"after the FFNs, token {t} {labels[r]} = {got.as_expr()} != {v.as_expr()}")
+    return ok, msgs + [f"{len(assumptions)} ffn units off under the declared x_bound"]
+
+
+def prove_copy() -> Proof:
+    return run_claims(
+        "A.3", "Lemma A.3 (copy_block, d=1, N=4, q=2, beta symbolic): head i's query at token t >= i "
+        "tends to exactly x_{t-i} as beta -> oo, with remainder sum_{s != t-i} t_s (x_s - x_{t-i}) / "
+        "(1 + sum t), t_s = e^{-beta gap_s}, gaps >= eps; the two FFNs then give exactly "
+        "win_t = [x_{t-2}, x_{t-1}] (0 for s < 0) and no_prev{i} = [t < i]",
+        [("copy block", copy_claim)])

@@ -28,6 +28,7 @@ from fractions import Fraction
 from typing import Callable
 
 import numpy as np
+import sympy as sp
 from sympy import QQ
 
 Series = dict          # {(e, p): PolyElement}: sum eps^e c^p coefficient
@@ -267,15 +268,21 @@ def apply_ffn(ffn: tuple, tok: list[Series], ring, assumptions: list[str], where
     out = [dict(s) for s in tok]
     used = set()
     for k, u in enumerate(pre):
-        if k in used or const[k] < 0:
-            if const[k] < 0:
-                assumptions.append(f"{where}: ffn unit {k} off (its data part stays below {float(-const[k]):g})")
+        data = {key: (v - v.get(ring.zero_monom, QQ(0)) if key == (0, 0) else v) for key, v in u.items()}
+        data = {key: v for key, v in data.items() if v != 0}
+        if k in used:
             continue
-        data = {key: v for key, v in u.items() if v != 0}
+        if not data:                                  # a number: relu evaluated exactly
+            if const[k] > 0:
+                for r in range(D):
+                    if w2[r, k] != 0:
+                        out[r] = s_add(out[r], {(0, 0): ring.one * q(w2[r, k] * const[k])})
+            continue
+        if const[k] < 0:
+            assumptions.append(f"{where}: ffn unit {k} off (its data part stays below {float(-const[k]):g})")
+            continue
         if const[k] > 0:
-            raise ProofError(f"{where}: ffn unit {k} has a positive constant part")
-        if not data:
-            continue
+            raise ProofError(f"{where}: ffn unit {k} has data and a positive constant part")
         neg = {key: -v for key, v in data.items()}
         partner = next((k2 for k2 in range(w1.shape[0]) if k2 != k and k2 not in used and const[k2] == 0
                         and pre[k2] == neg and all(w2[r, k2] == -w2[r, k] for r in range(D))), None)
@@ -298,3 +305,54 @@ def apply_layer(layer: SymLayer, h: list[list], symbols: dict, emax: int, pmax: 
         ring = h[0][0].ring
         out = [apply_ffn(layer.ffn, tok, ring, assumptions, f"token {j}") for j, tok in enumerate(out)]
     return out
+
+
+# -- selection heads in the limit beta -> oo (Lemma A.1 pairing, Lemma A.3 copy) -------------------
+
+@dataclass(frozen=True)
+class Selection:
+    """One query of a head with scores beta * kappa_i: its group G = argmax kappa, the gaps
+    K - kappa_i of the other keys, and the limit (mean of the group's values)."""
+    group: tuple[int, ...]
+    gaps: dict
+    limit: dict                  # row -> PolyElement
+    identity: bool               # out - limit == sum_{i not in G} t_i (v_i - limit) / (g + sum t)
+    tends: bool                  # sympy limit(out, beta -> oo) == limit, row by row
+
+
+def selection(head: SymHead, h: list[list], j: int, keys) -> Selection:
+    """Exact analysis of one query: Eq. 1's softmax with u = e^{beta / L} (L a common denominator of
+    the kappas), so every weight is a power of u and every output row a rational function of u."""
+    ring = h[0][0].ring
+    kap = []
+    for i in keys:
+        k = Fraction(0)
+        for f, Wq in head.query.items():
+            for g, Wk in head.key.items():
+                s = dot(matvec(Wq, h[j]), matvec(Wk, h[i]))
+                if s == 0:
+                    continue
+                if {f, g} != {"beta", "1"} or not s.is_ground:
+                    raise ProofError(f"head {head.name}: score {f}*{g} = {s.as_expr()} is not beta * number")
+                k += Fraction(int(s.LC.numerator), int(s.LC.denominator))
+        kap.append(k)
+    if set(head.value) - {"1"}:
+        raise ProofError(f"head {head.name}: value depends on {set(head.value)}")
+    vals = [matvec(head.value["1"], h[i]) for i in keys]
+    K = max(kap)
+    G = tuple(i for i, k in zip(keys, kap) if k == K)
+    gaps = {i: K - k for i, k in zip(keys, kap) if k != K}
+    L = math.lcm(*(x.denominator for x in kap))
+    u = sp.Symbol("u", positive=True)
+    powers = {i: u ** int((k - K) * L) for i, k in zip(keys, kap)}
+    limit, identity, tends = {}, True, True
+    rows = [r for r in range(len(vals[0])) if any(v[r] != 0 for v in vals)]
+    for r in rows:
+        lim = sum((vals[keys.index(i)][r] for i in G), ring.zero) * QQ(1, len(G))
+        limit[r] = lim
+        out = sum(powers[i] * vals[n][r].as_expr() for n, i in enumerate(keys)) / sum(powers.values())
+        t = [powers[i] for i in gaps]
+        rhs = sum(powers[i] * (vals[keys.index(i)][r].as_expr() - lim.as_expr()) for i in gaps)
+        identity &= sp.cancel((out - lim.as_expr()) * (len(G) + sum(t)) - rhs) == 0
+        tends &= sp.simplify(sp.limit(out, u, sp.oo) - lim.as_expr()) == 0
+    return Selection(G, gaps, limit, identity, tends)
