@@ -73,6 +73,11 @@ def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
                        help=f"step parameter {step_name} (default: chosen from the data)")
     p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
     p.add_argument("--plot", metavar="PATH", help="write error against temperature as PNG")
+    p.add_argument("--show-attention", metavar="PATH",
+                   help="write attention heatmaps per head and loop (automatic temperature, first "
+                        "dtype and variant, first valid problem) as PNG")
+    p.add_argument("--show-layout", metavar="PATH",
+                   help="write the residual stream by layout row over the loops as PNG (same model)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict")
 
 
@@ -117,6 +122,10 @@ def run_algorithm(args: argparse.Namespace) -> int:
         write_json(args.json, config, rows, verdict)
     if args.plot:
         write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}, T={args.iters}")
+    if args.show_attention or args.show_layout:
+        from .views import cli_views
+        cli_views(algo, opts, config, args.variant[0], dtypes[0], args.iters, args.show_attention,
+                  args.show_layout)
     return 0
 
 

@@ -1,0 +1,184 @@
+"""Pictures of a constructed AlgoFormer at work on one problem (matplotlib, PNG).
+
+    attention_figure(con, problem, iters, path)   softmax weights of every head, per layer and loop:
+                                                  log10 scale, since the linearised heads put almost
+                                                  all weight on the sink and the data sits in the
+                                                  e^{-C}(1 + c a) remainder
+    layout_figure(con, problem, iters, path)      the residual stream (layout rows x tokens) after
+                                                  the read-in, TF_pre, selected loops and TF_post;
+                                                  rows labelled by the layout, registers separated
+
+Both read the model through ``run_with_cache`` (hook names in ``algoformer.model``), for problem
+``index`` of the batch. ``cli_views`` is what ``python -m verify ... --show-attention PATH`` calls.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from algoformer.tasks import Regression
+from constructions.bridge import build_model
+from constructions.prompt import Construction
+
+MAX_PANELS = 6
+LOG_FLOOR = -20.0     # attention weights below 1e-20 are drawn as 1e-20
+
+
+def pick_loops(iters: int, k: int = MAX_PANELS) -> list[int]:
+    """Up to k loop numbers from 1..iters, always the first and the last."""
+    if iters <= k:
+        return list(range(1, iters + 1))
+    return sorted({int(round(t)) for t in np.linspace(1, iters, k)})
+
+
+def token_labels(N: int) -> list[str]:
+    return [f"{k}{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["xt", "sink"]
+
+
+def run_cached(con: Construction, problem: Regression, iters: int, index: int = 0,
+               dtype: torch.dtype = torch.float64) -> dict[str, np.ndarray]:
+    """Every hooked tensor of problem ``index`` (batch axis dropped), as float64 numpy."""
+    model = build_model(con.weights, dtype=dtype)
+    one = slice(index, index + 1)
+    tokens = torch.from_numpy(con.encode(problem.x[one], problem.y[one], problem.x_test[one])).to(dtype)
+    _, cache = model.run_with_cache(tokens, iters)
+    return {k: v[0].to(torch.float64).numpy() for k, v in cache.items()}
+
+
+def attention_panels(con: Construction, cache: dict, iters: int, loops: list[int] | None = None):
+    """[(row title, pattern (H, n, n), head names)] for pre layers, the chosen loops, post layers."""
+    w = con.weights
+    rows = [(f"pre.{i} {l.name}", cache[f"pre.{i}.hook_pattern"], [h.name for h in l.heads])
+            for i, l in enumerate(w.pre) if l.heads]
+    for t in pick_loops(iters) if loops is None else loops:
+        rows += [(f"loop {t} {l.name}", cache[f"loop.{t}.{i}.hook_pattern"], [h.name for h in l.heads])
+                 for i, l in enumerate(w.loop) if l.heads]
+    rows += [(f"post.{i} {l.name}", cache[f"post.{i}.hook_pattern"], [h.name for h in l.heads])
+             for i, l in enumerate(w.post) if l.heads]
+    return rows
+
+
+def _ticks(ax, labels: list[str], axis: str) -> None:
+    n = len(labels)
+    step = max(1, n // 24)
+    idx = list(range(0, n, step))
+    if axis == "x":
+        ax.set_xticks(idx, [labels[i] for i in idx], rotation=90, fontsize=5)
+    else:
+        ax.set_yticks(idx, [labels[i] for i in idx], fontsize=5)
+
+
+def sink_dominated(pattern: np.ndarray) -> bool:
+    """A linearised head: (almost) every query puts more than 90% of its weight on the sink (last key)."""
+    return bool(np.median(pattern[:, -1]) > 0.9)
+
+
+def linear_part(pattern: np.ndarray) -> np.ndarray:
+    """The data part of a linearised head: weights on the non-sink keys relative to their row mean,
+    minus 1 (~ sigma c (a_i - mean a), the bilinear score the head group turns into its output)."""
+    rest = pattern[:, :-1]
+    return rest / rest.mean(axis=1, keepdims=True) - 1.0
+
+
+def _draw_head(fig, ax, pattern: np.ndarray, labels: list[str]):
+    if sink_dominated(pattern):
+        img = linear_part(pattern)
+        v = float(np.abs(img).max()) or 1.0
+        im = ax.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
+        _ticks(ax, labels[:-1], "x")
+        return f"sink weight 1 - {1 - np.median(pattern[:, -1]):.1e}; rest/mean - 1"
+    with np.errstate(divide="ignore"):
+        img = np.maximum(np.log10(pattern), LOG_FLOOR)
+    im = ax.imshow(img, vmin=LOG_FLOOR, vmax=0, cmap="magma", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
+    _ticks(ax, labels, "x")
+    return "log10 weight"
+
+
+def attention_figure(con: Construction, problem: Regression, iters: int, path: str, index: int = 0,
+                     loops: list[int] | None = None, dtype: torch.dtype = torch.float64):
+    """One image per (layer or loop, head), query tokens down, key tokens across. Selection heads
+    (pairing, read-out) are drawn as log10 weights; linearised heads, whose weight is almost all on
+    the sink, as their data part (``linear_part``), with the sink's weight in the title."""
+    plt = _pyplot()
+    cache = run_cached(con, problem, iters, index, dtype)
+    rows = attention_panels(con, cache, iters, loops)
+    cols = max(p.shape[0] for _, p, _ in rows)
+    labels = token_labels(con.pos.shape[0] - 1)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols, 2.9 * len(rows)), squeeze=False,
+                             layout="constrained")
+    for r, (title, pattern, names) in enumerate(rows):
+        for h in range(cols):
+            ax = axes[r, h]
+            if h >= pattern.shape[0]:
+                ax.axis("off")
+                continue
+            how = _draw_head(fig, ax, pattern[h], labels)
+            ax.set_title(f"{title} / {names[h]}\n{how}", fontsize=6)
+            _ticks(ax, labels, "y")
+    fig.suptitle(f"attention of {con.weights.notes.get('algorithm', 'construction')} (problem {index}; "
+                 f"query rows, key columns)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def state_panels(cache: dict, iters: int, loops: list[int] | None = None) -> list[tuple[str, np.ndarray]]:
+    """[(title, state (n, D))]: read-in, after TF_pre, the chosen loops, before the read-out."""
+    panels = [("prompt", cache["hook_embed"]), ("after TF_pre", cache["hook_pre"])]
+    panels += [(f"loop {t}", cache[f"loop.{t}.hook_state"]) for t in (pick_loops(iters) if loops is None else loops)]
+    return panels + [("after TF_post", cache["hook_post"])]
+
+
+def layout_figure(con: Construction, problem: Regression, iters: int, path: str, index: int = 0,
+                  loops: list[int] | None = None, dtype: torch.dtype = torch.float64):
+    """Layout rows (down, labelled) x tokens (across) for each stage; symmetric-log colours."""
+    plt = _pyplot()
+    from matplotlib.colors import SymLogNorm
+    cache = run_cached(con, problem, iters, index, dtype)
+    panels = state_panels(cache, iters, loops)
+    lay = con.layout
+    vmax = max(float(np.abs(s).max()) for _, s in panels) or 1.0
+    norm = SymLogNorm(linthresh=1e-3, vmin=-vmax, vmax=vmax)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels) + 1.5, 0.13 * lay.dim + 2),
+                             squeeze=False, sharey=True, layout="constrained")
+    labels = token_labels(con.pos.shape[0] - 1)
+    for ax, (title, state) in zip(axes[0], panels):
+        im = ax.imshow(state.T, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
+        for _, block in list(lay)[1:]:
+            ax.axhline(block.start - 0.5, color="k", lw=0.4)
+        ax.set_title(title, fontsize=7)
+        _ticks(ax, labels, "x")
+    axes[0, 0].set_yticks(range(lay.dim), lay.labels(), fontsize=5)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="value (symmetric log)")
+    fig.suptitle(f"residual stream of {con.weights.notes.get('algorithm', 'construction')} by layout row "
+                 f"(problem {index})", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return panels
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def cli_views(algo, opts, config: dict, variant: str, dtype_name: str, iters: int,
+              attention_path: str | None, layout_path: str | None) -> Construction:
+    """The automatic-temperature construction of (variant, dtype) on the first problem within the
+    construction's assumptions; writes the requested figures. Returns the construction."""
+    from .sweep import DTYPES, auto_temps
+    problem = algo.draw(np.random.default_rng(opts.seed), opts)
+    valid = [i for i in range(opts.problems) if i not in config["excluded"]]
+    i = valid[0]
+    one = Regression(*(getattr(problem, f)[i:i + 1] for f in ("x", "y", "x_test", "y_test")))
+    temps = auto_temps(variant, 2 * opts.N + 2, config["score_bounds"], DTYPES[dtype_name])
+    con = algo.build(opts, config[algo.step_name], temps, variant)
+    if attention_path:
+        attention_figure(con, one, iters, attention_path, dtype=DTYPES[dtype_name])
+    if layout_path:
+        layout_figure(con, one, iters, layout_path, dtype=DTYPES[dtype_name])
+    return con
