@@ -32,6 +32,7 @@ class Options:
     x_bound: float = 100.0
     register_bound: float = 1e8    # |registers| the zeroing FFNs assume (checked on the numpy run)
     step: float | None = None      # eta (GD) or alpha (Newton); None = chosen from the data
+    q: int = 3                     # AR order / copied tokens (``copy``, ``ar`` only; paper: 3)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Algorithm:
     score_bounds: Callable[[Regression, float], dict[str, float]]    # group -> max |a|
     build: Callable[[Options, float, dict[str, Temperature], str], Construction]
     reference: Callable[[Regression, int, float], Trajectory]
+    sweep: Callable | None = None      # replaces ``sweep.run_sweep`` (same signature), e.g. over beta
+    verdict: Callable | None = None    # replaces ``report.verdict_lines`` (rows, n) -> lines
+    options: tuple[str, ...] = ()      # extra CLI options this algorithm takes, e.g. ("q",)
 
 
 def _bound_violations(problem: Regression, opts: Options) -> np.ndarray:
@@ -112,3 +116,7 @@ NEWTON = Algorithm(
 )
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}
+
+from .algorithms_representation import AR, COPY, REPRESENTATION  # noqa: E402  (they import Algorithm from here)
+
+ALGORITHMS.update({a.name: a for a in (COPY, REPRESENTATION, AR)})

@@ -88,7 +88,10 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="algorithm", metavar="ALGORITHM", parser_class=Parser)
     sub.required = True
     for algo in ALGORITHMS.values():
-        add_common(sub.add_parser(algo.name, help=algo.summary, description=algo.summary), algo.step_name)
+        p = sub.add_parser(algo.name, help=algo.summary, description=algo.summary)
+        add_common(p, algo.step_name)
+        if "q" in algo.options:
+            p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
     return parser
 
 
@@ -105,8 +108,10 @@ def run_algorithm(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
-                   step=getattr(args, algo.step_name))
-    config, rows = run_sweep(algo, opts, args.iters, args.variant, dtypes, device)
+                   step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
+    if "q" in algo.options and args.q >= args.N:
+        raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
+    config, rows = (algo.sweep or run_sweep)(algo, opts, args.iters, args.variant, dtypes, device)
     config["torch"] = torch.__version__
     print(format_config(config))
     if not rows:
@@ -114,7 +119,7 @@ def run_algorithm(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(format_table(rows))
-    verdict = verdict_lines(rows, 2 * args.N + 2)
+    verdict = (algo.verdict or verdict_lines)(rows, 2 * args.N + 2)
     print("verdict:")
     for line in verdict:
         print("  " + line)
