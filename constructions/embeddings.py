@@ -74,7 +74,7 @@ def quasi_orthogonal(N: int, eps: float = 0.5, seed: int = 0, delta: float = 1e-
 
 
 def pairing_head(layout: Layout, pos: str, value: np.ndarray, beta: float, name: str = "pairing",
-                 silence: str | None = None, sink: str = "is_sink") -> HeadWeights:
+                 silence: str | tuple[str, ...] = (), sink: str = "is_sink") -> HeadWeights:
     """Attend from each token to the tokens that share its embedding (register ``pos``), and move
     ``value`` (a D x D map) from them: output_j = mean_{i: p_i = p_j} value @ h_i + error.
 
@@ -87,17 +87,19 @@ def pairing_head(layout: Layout, pos: str, value: np.ndarray, beta: float, name:
     threshold (about 745 in float64, 104 in float32): the other weights round to 0 and, with
     integer embeddings and beta/m a power of two, the group weights are exactly 1/g.
 
-    ``silence``: tokens with this indicator attend to the sink instead (score 3 beta, which beats
-    their own group by >= beta), so they receive the sink's value, typically exactly 0. Used to keep
-    copied registers off the y-tokens, where they would only add to later heads' rounding.
+    ``silence``: tokens with one of these indicators attend to the sink instead (score 3 beta, which
+    beats their own group by >= beta), so they receive the sink's value, exactly 0 where the value
+    map reads rows that are 0 on the sink. Keeps copied registers off tokens that must not hold them.
     """
     m = layout.size(pos)
+    silence = (silence,) if isinstance(silence, str) else tuple(silence)
     extra = 1 if silence else 0
     q = np.zeros((m + extra, layout.dim)); k = np.zeros((m + extra, layout.dim))
     q[:m, layout[pos]] = (beta / m) * np.eye(m)
     k[:m, layout[pos]] = np.eye(m)
+    for row in silence:
+        q[m, layout.row(row)] = 3 * beta
     if silence:
-        q[m, layout.row(silence)] = 3 * beta
         k[m, layout.row(sink)] = 1.0
     return HeadWeights(q, k, value, name)
 

@@ -36,14 +36,16 @@ def gated_copy(layout: Layout, src: str, dst: str, off: str | tuple[str, ...], b
     return FFNWeights(w1, np.zeros(2 * d), w2, np.zeros(layout.dim))
 
 
-def identity(layout: Layout, reg: str, scale: float = 1.0) -> FFNWeights:
-    """reg += scale * reg, exactly for scale = +-1, 2: relu(u) - relu(-u) = u (2 units per row)."""
+def identity(layout: Layout, reg: str, scale: float = 1.0, dst: str | None = None) -> FFNWeights:
+    """dst (default reg) += scale * reg, exactly for scale = +-1, +-2: relu(u) - relu(-u) = u
+    (2 units per row)."""
+    dst = reg if dst is None else dst
     d = layout.size(reg)
     w1 = np.zeros((2 * d, layout.dim)); w2 = np.zeros((layout.dim, 2 * d))
     w1[:d, layout[reg]] = np.eye(d)
     w1[d:, layout[reg]] = -np.eye(d)
-    w2[layout[reg], :d] = scale * np.eye(d)
-    w2[layout[reg], d:] = -scale * np.eye(d)
+    w2[layout[dst], :d] = scale * np.eye(d)
+    w2[layout[dst], d:] = -scale * np.eye(d)
     return FFNWeights(w1, np.zeros(2 * d), w2, np.zeros(layout.dim))
 
 

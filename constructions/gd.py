@@ -4,21 +4,26 @@ Problem: L(A) = 1/(2N) sum_i ||A x_i - y_i||^2, grad L(A) = 1/N sum_i (A x_i - y
 A_{k+1} = A_k - eta grad L(A_k), A_0 = 0.
 
 Layout (tokens as in ``prompt``; registers added here):
-    xN      x_i / N on x-tokens, 0 elsewhere (also 0 on the test token)     keys of the GD heads
-    r       A_k x_i - y_i on x-tokens, A_k x_test on the test token, 0 on y-tokens and the sink
-    answer  A_T x_test on the sink token after TF_post
 
-TF_pre (1 layer, 1 head + FFN):
-    pairing head (Lemma A.1): r <- -2 * mean_{pair}(y)  = -y_i on x_i, 0 on test and sink; the
-        y-tokens attend to the sink instead (``silence``), so r = 0 there
-    FFN: xN <- x / N gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound)
-TF_loop (1 layer, the heads of one linearised group, no FFN):
+    token      x_i               y_i         x_test        sink
+    xN         x_i / N           -x_i / N    0             0          keys of the GD heads (mirrored)
+    r          A_k x_i - y_i     0           A_k x_test    0          the residual register
+    answer     .                 .           .             A_T x_test (after TF_post)
+
+TF_pre (1 layer, 2 heads + FFN):
+    pairing head (Lemma A.1): r <- -2 mean_pair(y) = -y_i on x_i; y-tokens, the test token and the
+        sink attend to the sink instead (``silence``) and get exactly 0
+    pairing head: xN <- -2/N mean_pair(x) = -x_i / N on both tokens of pair i (test, sink silenced)
+    FFN: xN += 2 x / N gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound):
+        x_i / N on x-tokens, -x_i / N on y-tokens, exactly
+TF_loop (1 layer = Lemma A.2, the heads of one linearised group + FFN):
     query x_j, key xN_i, value -eta r_i:  r_j <- r_j - eta sum_i r_i x_i^T x_j / N = r_j - eta grad L(A_k) x_j
-    This is A_{k+1} x_j - y_j on x-tokens and A_{k+1} x_test on the test token. y-tokens, the test
-    token and the sink have key xN = 0 (score 0), so their values cancel between the heads; queries
-    with x = 0 (y-tokens, sink) receive exactly cancelling heads, so r stays put there.
+    which is A_{k+1} x_j - y_j on x-tokens and A_{k+1} x_test on the test token. The y-tokens hold
+    the negated keys with value 0: the key set is symmetric, which the ``mirror`` variants need and
+    the sink variants do not mind. Queries with x = 0 (y-tokens, sink) receive cancelling heads.
     FFN: r <- 0 exactly on the sink (``gadgets.zero_where``, exact while |r| <= register_bound): the
-    heads leave rounding residue at queries with x = 0, and the sink's value is multiplied by e^C / c.
+        heads leave rounding residue at queries with x = 0, and with a sink variant the sink's value
+        is multiplied by e^C / c in the next loop.
 TF_post (1 layer, 1 head): the sink attends to the test token (query beta on is_sink, key is_test,
     beta = 800 so every other weight underflows to 0): answer <- r_test = A_T x_test.
 
@@ -30,8 +35,8 @@ Where this differs from the printed Lemma A.2, and why:
     maps the layout onto itself (defect 3; ``tests/test_gd.py`` checks it).
   * The paper keeps x/N in the prompt; here TF_pre computes it, and the pairing head of Lemma A.1
     forms r = A_0 x - y with A_0 = 0 from the interleaved prompt.
-  * The two heads are a ``linearise`` variant: ``paper`` is the printed constant-cancel pair; the
-    default ``odd`` pair cancels the second-order term as well.
+  * The heads are a ``linearise`` variant: ``paper`` is the printed sink + constant-cancel pair; the
+    default ``odd+mirror`` uses the same two heads with scores +-c a and no sink (mirrored keys).
 """
 from __future__ import annotations
 
@@ -71,22 +76,27 @@ def select_head(layout: Layout, at: str, source: str, value: np.ndarray, name: s
 
 
 def gd_step_layer(layout: Layout, eta: float, temp: Temperature, variant: str = DEFAULT_VARIANT,
-                  register_bound: float = 1e8) -> LayerWeights:
-    """Lemma A.2: one GD step as one layer; maps the layout onto itself (loopable)."""
+                  register_bound: float = 1e8, n_keys: int | None = None) -> LayerWeights:
+    """Lemma A.2: one GD step as one layer; maps the layout onto itself (loopable). ``n_keys``: the
+    number of tokens every query sees (needed by the mirror variants)."""
     d = layout.size("x")
     query = np.zeros((d, layout.dim)); key = np.zeros((d, layout.dim))
     query[:, layout["x"]] = np.eye(d)
     key[:, layout["xN"]] = np.eye(d)
-    heads = bilinear_heads(layout, query, key, move(layout, "r", "r", -eta), temp, variant, "gd")
+    heads = bilinear_heads(layout, query, key, move(layout, "r", "r", -eta), temp, variant, "gd",
+                           n_keys=n_keys)
     return LayerWeights(heads=heads, ffn=zero_where(layout, "r", "is_sink", register_bound), name="gd-step")
 
 
 def gd_registers_layer(layout: Layout, N: int, x_bound: float, pos_eps: float) -> LayerWeights:
-    """TF_pre: r = A_0 x - y (A_0 = 0) through the pairing head, xN = x / N through a gated FFN."""
+    """TF_pre: r = A_0 x - y (A_0 = 0) and the mirrored keys xN (pairing heads + a gated FFN)."""
     beta = exact_pairing_beta(layout.size("pos"), pos_eps)
-    pair = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y", silence="is_y")
-    ffn = gated_copy(layout, "x", "xN", off="is_test", bound=x_bound / N, scale=1.0 / N)
-    return LayerWeights(heads=(pair,), ffn=ffn, name="gd-registers")
+    pair_y = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y",
+                          silence=("is_y", "is_test", "is_sink"))
+    pair_x = pairing_head(layout, "pos", move(layout, "x", "xN", -2.0 / N), beta, "pair-x",
+                          silence=("is_test", "is_sink"))
+    ffn = gated_copy(layout, "x", "xN", off="is_test", bound=2 * x_bound / N, scale=2.0 / N)
+    return LayerWeights(heads=(pair_y, pair_x), ffn=ffn, name="gd-registers")
 
 
 def gd_answer_layer(layout: Layout) -> LayerWeights:
@@ -114,7 +124,7 @@ def gd_construction(d: int, N: int, eta: float, temp: Temperature, m: int = 1,
     weights = AlgoFormerWeights(
         lay,
         pre=(gd_registers_layer(lay, N, x_bound, pos_eps),),
-        loop=(gd_step_layer(lay, eta, temp, variant, register_bound),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound, n_keys=2 * N + 2),),
         post=(gd_answer_layer(lay),),
         notes={"algorithm": "gd", "d": d, "m": m, "N": N, "eta": eta, "C": temp.C, "c": temp.c,
                "variant": variant},

@@ -1,30 +1,37 @@
 """The linearisation trick: a bilinear map out of softmax heads (used by Lemmas A.2, A.4, A.5, Thm 4.1).
 
-Goal: at every query token j, output  sum_i V h_i (q_j . k_i)  with q_j = Q h_j, k_i = K h_i,
-summed over every non-sink key i. Softmax cannot do this directly; the paper's trick:
+Goal: at every query token j, output  sum_i V h_i (q_j . k_i)  with q_j = Q h_j, k_i = K h_i.
+Softmax cannot do this directly. Heads h with data scores sigma_h c a_i (a_i = q_j . k_i, c small)
+and value weights w_h / c are summed, with w solving  sum_h w_h sigma_h^p = [p == 1]  for
+p = 0 .. H-1: the constant and every Taylor order of exp up to P cancel except the linear one.
+The softmax denominator must then be made (nearly) the same in every head. Two schemes:
 
-1. A *sink* token gets key score C against every query (query row ``one`` = 1, key row ``sink`` = C),
-   so for every other key  e^C softmax_i = exp(s_i) / (1 + e^{-C} sum_k exp(s_k)) ~= exp(s_i).
-2. Data scores are made small: s_i = sigma * c * a_i with a_i = q_j . k_i, so exp(s_i) ~= 1 + sigma c a_i.
-3. Several heads h with score multipliers sigma_h and value weights w_h e^C / c are summed. Choosing
-   w to solve  sum_h w_h sigma_h^p = [p == 1]  for p = 0 .. P  cancels the constant (the e^C sum of
-   values) and every Taylor term of exp up to order P except the linear one.
+``sink`` (the paper's): a sink token gets key score C against every query (query row ``one`` = 1, key
+   row ``is_sink`` = C), so e^C softmax_i = exp(s_i) / (1 + e^{-C} sum_k exp(s_k)) ~= exp(s_i); the
+   values carry e^C. The value map must vanish on the sink (its value is multiplied by e^C).
+``mirror`` (ours): no sink and no C. The key set is made symmetric (every key k_i has a partner -k_i;
+   in the regression prompts the y-token of pair i carries the negated key, with a zero value), so
+   sum_k exp(sigma c a_k) = sum_k cosh(c a_k) is *even* in sigma: the heads' denominators differ
+   only at orders the moment conditions already cancel. Values carry n / c (n = number of keys).
 
-Variants (``VARIANTS``: name -> sigma_h):
-    paper        (1, 0)              the printed two-head constant cancel: error O(c)
-    odd          (1, -1)             same two heads, scores +ca / -ca: even orders cancel, O(c^2)
-    richardson4  (1, -1, 2, -2)      five-point central difference, O(c^4)
-    richardson6  (1, -1, 2, -2, 3, -3)                                O(c^6)
-
-Requirement: the value map must vanish on the sink token (its value is multiplied by e^C).
+Variants (``VARIANTS``: name -> (sigma_h, scheme)):
+    paper               (1, 0)               sink     the printed constant cancel: error O(c)
+    odd                 (1, -1)              sink     scores +ca / -ca: even orders cancel, O(c^2)
+    richardson4         (1, -1, 2, -2)       sink     five-point central difference, O(c^4)
+    richardson6         (1, -1, 2, -2, 3, -3) sink                                      O(c^6)
+    odd+mirror, richardson4+mirror, richardson6+mirror: the same heads, mirror scheme
 
 Error of one group at query j (theta = c max_i |a_i|, n keys, s_v = sum_i |V h_i|, u unit roundoff),
 derived in ``error_bound`` below:
-    truncation  <= s_v a_max K theta^P               K = sum_h |w_h| |sigma_h|^{P+1} e^{|sigma_h| theta} / (P+1)!
-    leakage     <= 2 n e^{-C} a_max s_v (1 + 2^{P+1} K theta^P) + (sum_h |w_h| e^{3|sigma_h|theta}) (n e^{-C})^2 s_v / c
-    rounding    <= u (C + n + 8) (sum_h |w_h| e^{|sigma_h| theta}) s_v / c
-The rounding term is the floor: the stable softmax forms exp(s_i - C), resolving s_i only to ulp(C),
-and the heads' difference of size c is divided by c.
+  sink    truncation <= s_v a_max K theta^P,   K = sum_h |w_h| |sigma_h|^{P+1} e^{|sigma_h| theta} / (P+1)!
+          leakage    <= 2 n e^{-C} a_max s_v (1 + 2^{P+1} K theta^P) + (sum_h |w_h| e^{3|sigma_h|theta}) (n e^{-C})^2 s_v / c
+          rounding   <= u (C + n + 8) (sum_h |w_h| e^{|sigma_h| theta}) s_v / c
+  mirror  truncation <= (e / cos 1) s_v a_max sum_h |w_h| |sigma_h|^{P+1} theta^P / (1 - |sigma_h| theta)   (max|sigma_h| theta < 1)
+          leakage    =  0
+          rounding   <= u (n + 8) (sum_h |w_h| e^{|sigma_h| theta}) s_v / c
+The rounding term sets the floor. With a sink the stable softmax forms exp(s_i - C) and resolves
+s_i only to ulp(C): the mirror scheme removes that factor C (about 20-35 at the optimum), and the
+leakage with it.
 """
 from __future__ import annotations
 
@@ -36,18 +43,25 @@ import numpy as np
 from .layout import Layout
 from .weights import HeadWeights
 
-VARIANTS: dict[str, tuple[float, ...]] = {
+_SIGMAS: dict[str, tuple[float, ...]] = {
     "paper": (1.0, 0.0),
     "odd": (1.0, -1.0),
     "richardson4": (1.0, -1.0, 2.0, -2.0),
     "richardson6": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0),
+    "richardson8": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0),
 }
-DEFAULT_VARIANT = "odd"  # most accurate with the paper's two heads
+VARIANTS: dict[str, tuple[float, ...]] = {**_SIGMAS, **{f"{k}+mirror": v for k, v in _SIGMAS.items() if k != "paper"}}
+DEFAULT_VARIANT = "odd+mirror"  # the most accurate with the paper's two heads (see the README table)
 
 
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is invalid: expected one of {', '.join(VARIANTS)}")
+
+
+def is_mirror(variant: str) -> bool:
+    check_variant(variant)
+    return variant.endswith("+mirror")
 
 
 def head_weights(variant: str) -> np.ndarray:
@@ -75,50 +89,72 @@ def order(variant: str) -> int:
 
 @dataclass(frozen=True)
 class Temperature:
-    """The sink score C and the data-score scale c of one linearised head group."""
+    """The sink score C (0 for the mirror scheme, which has no sink) and the data-score scale c."""
     C: float
     c: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.C) and self.C > 0):
-            raise ValueError(f"C={self.C!r} is invalid: expected a finite float > 0")
+        if not (math.isfinite(self.C) and self.C >= 0):
+            raise ValueError(f"C={self.C!r} is invalid: expected a finite float >= 0")
         if not (math.isfinite(self.c) and self.c > 0):
             raise ValueError(f"c={self.c!r} is invalid: expected a finite float > 0")
 
 
 def bilinear_heads(layout: Layout, query: np.ndarray, key: np.ndarray, value: np.ndarray,
                    temp: Temperature, variant: str = DEFAULT_VARIANT, name: str = "bilinear",
-                   one: str = "one", sink: str = "is_sink") -> tuple[HeadWeights, ...]:
-    """Heads whose summed output at token j is ~= sum_{i != sink} value @ h_i * (query @ h_j).(key @ h_i).
+                   n_keys: int | None = None, one: str = "one", sink: str = "is_sink") -> tuple[HeadWeights, ...]:
+    """Heads whose summed output at token j is ~= sum_i value @ h_i * (query @ h_j).(key @ h_i).
 
-    query, key: (k, D) maps; value: (D, D). The data part of each head's query is sigma_h c query; an
-    extra query row reads ``one`` and the matching key row is C on ``sink``.
+    query, key: (k, D) maps; value: (D, D). Each head's query is sigma_h c query. Sink scheme: an
+    extra query row reads ``one`` and meets C on ``sink``; the sum runs over non-sink keys and the
+    values carry e^C / c. Mirror scheme: the key set must be symmetric (k and -k), ``n_keys`` is the
+    number of keys every query sees, and the values carry n_keys / c.
     """
-    check_variant(variant)
+    mirror = is_mirror(variant)
+    if mirror and not (isinstance(n_keys, int) and n_keys >= 1):
+        raise ValueError(f"n_keys={n_keys!r} is invalid: the mirror scheme needs the number of keys (>= 1)")
+    if not mirror and temp.C <= 0:
+        raise ValueError(f"C={temp.C!r} is invalid: the sink scheme needs C > 0")
     k, D = query.shape
+    scale = n_keys if mirror else math.exp(temp.C)
     out = []
     for h, (sigma, w) in enumerate(zip(VARIANTS[variant], head_weights(variant))):
-        q = np.zeros((k + 1, D)); kk = np.zeros((k + 1, D))
+        rows = k if mirror else k + 1
+        q = np.zeros((rows, D)); kk = np.zeros((rows, D))
         q[:k] = sigma * temp.c * query
         kk[:k] = key
-        q[k, layout.row(one)] = 1.0
-        kk[k, layout.row(sink)] = temp.C
-        out.append(HeadWeights(q, kk, (w * math.exp(temp.C) / temp.c) * value, f"{name}[{h}]"))
+        if not mirror:
+            q[k, layout.row(one)] = 1.0
+            kk[k, layout.row(sink)] = temp.C
+        out.append(HeadWeights(q, kk, (w * scale / temp.c) * value, f"{name}[{h}]"))
     return tuple(out)
+
+
+_MIRROR_G = math.e / math.cos(1.0)   # sup |numerator| / inf |mean cosh| on the Cauchy circle
 
 
 def _terms(variant: str, theta, C, n: int, unit_roundoff: float):
     """Bound terms per unit a_max and unit s_v (numpy-broadcasting over theta and C)."""
     s, w = np.abs(np.array(VARIANTS[variant])), np.abs(head_weights(variant))
     P = order(variant)
-    theta, C = np.asarray(theta, float)[..., None], np.asarray(C, float)[..., None]
-    K = np.sum(w * s ** (P + 1) * np.exp(s * theta), -1) / math.factorial(P + 1)
-    theta, C = theta[..., 0], C[..., 0]
+    theta = np.asarray(theta, float)
+    C = np.broadcast_to(np.asarray(C, float), np.broadcast_shapes(np.shape(C), theta.shape)) if not is_mirror(variant) \
+        else np.zeros_like(theta)
+    t = theta[..., None]
     inv_c = 1.0 / theta                         # 1/c in units of 1/a_max
+    sum_we = np.sum(w * np.exp(s * t), -1)
+    if is_mirror(variant):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per = np.where(s * t < 1, w * s ** (P + 1) / (1 - s * t), np.inf)
+        trunc = _MIRROR_G * np.sum(per, -1) * theta ** P
+        leak = np.zeros_like(theta)
+        rnd = unit_roundoff * (n + 8) * sum_we * inv_c
+        return trunc, leak, rnd
+    K = np.sum(w * s ** (P + 1) * np.exp(s * t), -1) / math.factorial(P + 1)
     trunc = K * theta ** P
     leak = 2 * n * np.exp(-C) * (1 + 2 ** (P + 1) * K * theta ** P) \
-        + np.sum(w * np.exp(3 * s * theta[..., None]), -1) * (n * np.exp(-C)) ** 2 * inv_c
-    rnd = unit_roundoff * (C + n + 8) * np.sum(w * np.exp(s * theta[..., None]), -1) * inv_c
+        + np.sum(w * np.exp(3 * s * t), -1) * (n * np.exp(-C)) ** 2 * inv_c
+    rnd = unit_roundoff * (C + n + 8) * sum_we * inv_c
     return trunc, leak, rnd
 
 
@@ -126,14 +162,20 @@ def error_bound(variant: str, temp: Temperature, n: int, a_max: float, sum_abs_v
                 unit_roundoff: float) -> dict[str, float]:
     """Bound on |output_j - sum_i V h_i a_i| for one query (the terms of the module docstring).
 
-    Derivation. Write e^C softmax_i = exp(s_i) / D_h with D_h = 1 + delta_h, delta_h = e^{-C} sum_k
-    exp(sigma_h c a_k) <= n e^{-C + |sigma_h| theta}. Then (i) with 1/D_h = 1: the Taylor remainder of
+    Sink scheme. Write e^C softmax_i = exp(s_i) / D_h with D_h = 1 + delta_h, delta_h = e^{-C} sum_k
+    exp(sigma_h c a_k) <= n e^{-C + |sigma_h| theta}. (i) With 1/D_h = 1: the Taylor remainder of
     sum_h w_h exp(sigma_h x) beyond its linear term is bounded termwise (Lagrange form) by K theta^{P+1};
     dividing by c gives a_max K theta^P per unit value. (ii) 1/D_h - 1 = -delta_h + r_h, |r_h| <=
     delta_h^2: the -delta_h part is e^{-C} sum_k sum_h (w_h / c) exp(sigma_h c (a_i + a_k)), again
     linear plus remainder: <= 2 n e^{-C} a_max (1 + 2^{P+1} K theta^P); the r_h part is bounded
     directly. (iii) Rounding: each exp argument s_i - C carries error <= u C, the n-term sums u n,
     the products a few u; every head's output has size <= |w_h| e^{|sigma_h|theta} s_v / c.
+
+    Mirror scheme. The output is sum_h (w_h / c) g(sigma_h) with g(z) = sum_i v_i e^{z x_i} /
+    mean_k cosh(z x_k), x = c a, analytic in z. On |z| = 1/theta, |numerator| <= s_v e and
+    Re cosh(z x_k) >= cos 1, so Cauchy's estimate gives |g_p| <= (e / cos 1) s_v theta^p; the moment
+    conditions remove p = 0 and 2..P, p = 1 is the wanted term, and the rest sums to the stated
+    truncation. Rounding: as above without the u C term (the scores are O(theta), resolved to u).
     """
     check_variant(variant)
     trunc, leak, rnd = (float(t) * a_max * sum_abs_v
@@ -141,21 +183,41 @@ def error_bound(variant: str, temp: Temperature, n: int, a_max: float, sum_abs_v
     return {"truncation": trunc, "leakage": leak, "rounding": rnd, "total": trunc + leak + rnd}
 
 
+def estimate(variant: str, theta, C, n: int, unit_roundoff: float):
+    """Leading-order *estimates* (not bounds) of the relative error terms, per unit a_max and s_v:
+    truncation |sum_h w_h sigma_h^{P+1}| theta^P / (P+1)!, leakage 2 n e^{-C} (sink only), rounding
+    u (C + 4) sum_h |w_h| / theta (sink) or 4 u sum_h |w_h| / theta (mirror). Used to choose the
+    temperature; the worst-case ``error_bound`` is what the tests hold the emulation to."""
+    s, w = np.array(VARIANTS[variant]), head_weights(variant)
+    P = order(variant)
+    theta = np.asarray(theta, float)
+    trunc = abs(float(np.sum(w * s ** (P + 1)))) / math.factorial(P + 1) * theta ** P
+    if is_mirror(variant):
+        return trunc, np.zeros_like(theta), 4 * unit_roundoff * float(np.sum(np.abs(w))) / theta
+    C = np.asarray(C, float)
+    return trunc, 2 * n * np.exp(-C), unit_roundoff * (C + 4) * float(np.sum(np.abs(w))) / theta
+
+
 def choose_temperature(variant: str, n: int, a_max: float, unit_roundoff: float,
                        log_max: float) -> Temperature:
-    """Near-optimal (C, c) for one group: minimise the relative bound of ``error_bound`` over a grid
-    of theta = c a_max and C, keeping C + ln(1/c) below ``log_max`` (the dtype's overflow limit less
-    a margin: the value weights are e^C / c times the data).
+    """Near-optimal (C, c) for one group: minimise the ``estimate`` of the relative error over a grid
+    of theta = c a_max and C, keeping the value weights (e^C or n, over c) below exp(``log_max``)
+    (the dtype's overflow limit less a margin).
 
-    C comes out as the smallest value that removes the leakage (a larger C only raises the rounding
-    term u C / c); c is the best score size theta divided by a_max.
+    Sink scheme: C comes out as the smallest value that removes the leakage (a larger C only raises
+    the rounding term u C / c); c is the best score size theta divided by a_max. Mirror: C = 0.
     """
     check_variant(variant)
     if not a_max > 0:
         raise ValueError(f"a_max={a_max!r} is invalid: expected a float > 0")
     theta = np.logspace(-8, 0, 321)[:, None]
+    if is_mirror(variant):
+        total = sum(estimate(variant, theta[:, 0], 0.0, n, unit_roundoff))
+        total = np.where(math.log(n) - np.log(theta[:, 0] / a_max) > log_max, np.inf, total)
+        i = int(np.argmin(total))
+        return Temperature(0.0, float(theta[i, 0] / a_max))
     C = np.linspace(1.0, 700.0, 2797)[None, :]
-    total = sum(_terms(variant, theta, C, n, unit_roundoff))
+    total = sum(estimate(variant, theta, C, n, unit_roundoff))
     total = np.where(C - np.log(theta / a_max) > log_max, np.inf, total)
     i, j = np.unravel_index(np.argmin(total), total.shape)
     if not np.isfinite(total[i, j]):

@@ -5,21 +5,26 @@ Problem (Eq. 4-5): S = X^T X = sum_i x_i x_i^T, M_0 = alpha S with 0 < alpha < 2
 w_k = M_k X^T y, prediction w_k^T x_test. The tokens hold M_k x_i, never M_k itself.
 
 Layout (tokens as in ``prompt``; registers added here):
-    xs      x_i on x-tokens only (0 on the test token)
-    Mx      M_k x_i on x-tokens, 0 elsewhere
-    ypair   y_i on x_i, 0 elsewhere (TF_post)
-    answer  w_T^T x_test on the *test* token (TF_post)
+
+    token      x_i          y_i          x_test       sink
+    xs         x_i          0            0            0           queries / values of TF_pre
+    xk         x_i          -x_i         0            0           keys (mirrored: a symmetric key set)
+    Mx         M_k x_i      0            0            0           the iterate
+    Mk         M_T x_i      -M_T x_i     0            0           keys of TF_post (mirrored)
+    ypair      y_i          0            0            0           (TF_post)
+    answer     .            .            w_T^T x_test .           (TF_post)
 
 TF_pre (2 layers):
-    1. FFN: xs <- x gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound)
-    2. linearised heads, query xs_j, key xs_i, value alpha xs_i:  Mx_j <- alpha S x_j = M_0 x_j
+    1. pairing head: xk <- -2 mean_pair(x) (test and sink silenced); FFN: xs <- x and xk += 2 x, both
+       gated off on the test token (``gadgets.gated_copy``, exact for |x| <= x_bound)
+    2. linearised heads, query xs_j, key xk_i, value alpha xs_i:  Mx_j <- alpha S x_j = M_0 x_j
 TF_loop (1 layer = Lemma A.4):
-    linearised heads, query Mx_j, key xs_i, value -1/2 Mx_i:  Mx_j <- M x_j - 1/2 M S M x_j
+    linearised heads, query Mx_j, key xk_i, value -1/2 Mx_i:  Mx_j <- M x_j - 1/2 M S M x_j
     FFN doubles Mx exactly on x-tokens and zeroes it exactly elsewhere:  Mx_j <- 2 M x_j - M S M x_j
 TF_post (2 layers):
-    1. pairing head (Lemma A.1): ypair <- 2 mean_pair(y) = y_i on x_i (exact); y-tokens attend to
-       the sink (``silence``) and get 0, so they add nothing to the next heads' rounding
-    2. linearised heads, query x_j, key Mx_i, value ypair_i: at the test token
+    1. pairing heads (Lemma A.1): ypair <- 2 mean_pair(y) = y_i on x_i (exact; y-tokens silenced),
+       Mk <- -2 mean_pair(Mx) = -M x_i on both tokens; FFN: Mk += 2 Mx (exact): the mirrored keys
+    2. linearised heads, query x_j, key Mk_i, value ypair_i: at the test token
        answer <- sum_i y_i (M_T x_i)^T x_test = (M_T X^T y)^T x_test = w_T^T x_test
 Registers are zeroed exactly off the x-tokens after every linearised layer (``gadgets.zero_where``,
 exact while |M_k x_i| <= register_bound): the heads leave rounding residue on tokens whose query data
@@ -32,6 +37,8 @@ Where this differs from the printed proof, and why:
     doubles (CONSTRUCTIONS.md defect 1).
   * The printed TF_pre value "e^C x_i on x-tokens, 0 on the test token" is not a linear function of
     the prompt (x_test sits in the same rows as x_i): a gated copy xs is formed first (one more layer).
+  * Keys are mirrored (xk, Mk carry -x_i, -M x_i on the y-tokens) so that the default ``+mirror``
+    variants need no sink; the sink variants, the paper's included, run on the same layout.
   * The printed TF_post copies 2 y_i onto the y-tokens too (defect 7); here ypair = y_i on the x-token
     only, exactly, and y is left alone.
   * The answer is read on the test token, where the post-transformer's query x_test lands; the printed
@@ -45,18 +52,20 @@ from __future__ import annotations
 import numpy as np
 
 from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
-from .gadgets import gated_copy, zero_where
+from .gadgets import gated_copy, identity, zero_where
 from .gd import check_sizes, move
 from .layout import Layout
 from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads
 from .prompt import Construction, Readout, regression_layout
-from .weights import AlgoFormerWeights, LayerWeights
+from .weights import AlgoFormerWeights, FFNWeights, LayerWeights
 
 
 def newton_layout(d: int, pos_dim: int) -> Layout:
     lay = regression_layout(d, 1, pos_dim)
     lay.add("xs", d)
+    lay.add("xk", d)
     lay.add("Mx", d)
+    lay.add("Mk", d)
     lay.add("ypair", 1)
     lay.add("answer", 1)
     return lay
@@ -72,29 +81,37 @@ NOT_X = ("is_y", "is_test", "is_sink")
 
 
 def newton_step_layer(layout: Layout, temp: Temperature, variant: str = DEFAULT_VARIANT,
-                      register_bound: float = 1e8) -> LayerWeights:
+                      register_bound: float = 1e8, n_keys: int | None = None) -> LayerWeights:
     """Lemma A.4: M x <- 2 M x - M S M x on every x-token; maps the layout onto itself."""
-    heads = bilinear_heads(layout, _reader(layout, "Mx"), _reader(layout, "xs"),
-                           move(layout, "Mx", "Mx", -0.5), temp, variant, "newton")
+    heads = bilinear_heads(layout, _reader(layout, "Mx"), _reader(layout, "xk"),
+                           move(layout, "Mx", "Mx", -0.5), temp, variant, "newton", n_keys)
     ffn = zero_where(layout, "Mx", NOT_X, register_bound, then_scale=2.0)   # double; 0 off x-tokens
     return LayerWeights(heads=heads, ffn=ffn, name="newton-step")
 
 
-def newton_pre(layout: Layout, alpha: float, x_bound: float, temp: Temperature,
-               variant: str = DEFAULT_VARIANT, register_bound: float = 1e8) -> tuple[LayerWeights, ...]:
-    gate = LayerWeights(ffn=gated_copy(layout, "x", "xs", off="is_test", bound=x_bound), name="gate-x")
-    init = bilinear_heads(layout, _reader(layout, "xs"), _reader(layout, "xs"),
-                          move(layout, "xs", "Mx", alpha), temp, variant, "alpha-S-x")
+def newton_pre(layout: Layout, alpha: float, x_bound: float, pos_eps: float, temp: Temperature,
+               variant: str = DEFAULT_VARIANT, register_bound: float = 1e8,
+               n_keys: int | None = None) -> tuple[LayerWeights, ...]:
+    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
+    pair_x = pairing_head(layout, "pos", move(layout, "x", "xk", -2.0), beta, "pair-x",
+                          silence=("is_test", "is_sink"))
+    ffn = FFNWeights.concat(gated_copy(layout, "x", "xs", off="is_test", bound=x_bound),
+                            gated_copy(layout, "x", "xk", off="is_test", bound=2 * x_bound, scale=2.0))
+    gate = LayerWeights(heads=(pair_x,), ffn=ffn, name="registers")
+    init = bilinear_heads(layout, _reader(layout, "xs"), _reader(layout, "xk"),
+                          move(layout, "xs", "Mx", alpha), temp, variant, "alpha-S-x", n_keys)
     return gate, LayerWeights(heads=init, ffn=zero_where(layout, "Mx", NOT_X, register_bound), name="M0-x")
 
 
-def newton_post(layout: Layout, pos_eps: float, temp: Temperature,
-                variant: str = DEFAULT_VARIANT) -> tuple[LayerWeights, ...]:
+def newton_post(layout: Layout, pos_eps: float, temp: Temperature, variant: str = DEFAULT_VARIANT,
+                n_keys: int | None = None) -> tuple[LayerWeights, ...]:
     beta = exact_pairing_beta(layout.size("pos"), pos_eps)
-    pair = pairing_head(layout, "pos", move(layout, "y", "ypair", 2.0), beta, "pair-y", silence="is_y")
-    read = bilinear_heads(layout, _reader(layout, "x"), _reader(layout, "Mx"),
-                          move(layout, "ypair", "answer"), temp, variant, "w-dot-x")
-    return LayerWeights(heads=(pair,), name="copy-y"), LayerWeights(heads=read, name="read-w")
+    pair_y = pairing_head(layout, "pos", move(layout, "y", "ypair", 2.0), beta, "pair-y", silence="is_y")
+    pair_m = pairing_head(layout, "pos", move(layout, "Mx", "Mk", -2.0), beta, "pair-Mx")
+    read = bilinear_heads(layout, _reader(layout, "x"), _reader(layout, "Mk"),
+                          move(layout, "ypair", "answer"), temp, variant, "w-dot-x", n_keys)
+    return (LayerWeights(heads=(pair_y, pair_m), ffn=identity(layout, "Mx", 2.0, dst="Mk"), name="copy-y"),
+            LayerWeights(heads=read, name="read-w"))
 
 
 def newton_construction(d: int, N: int, alpha: float, temps: dict[str, Temperature],
@@ -109,11 +126,12 @@ def newton_construction(d: int, N: int, alpha: float, temps: dict[str, Temperatu
         raise ValueError(f"temps is missing {sorted(missing)}: expected keys 'pre', 'loop', 'post'")
     P = quasi_orthogonal(N + 1, pos_eps, seed)
     lay = newton_layout(d, P.shape[1])
+    n = 2 * N + 2                                  # keys every query sees
     weights = AlgoFormerWeights(
         lay,
-        pre=newton_pre(lay, alpha, x_bound, temps["pre"], variant, register_bound),
-        loop=(newton_step_layer(lay, temps["loop"], variant, register_bound),),
-        post=newton_post(lay, pos_eps, temps["post"], variant),
+        pre=newton_pre(lay, alpha, x_bound, pos_eps, temps["pre"], variant, register_bound, n),
+        loop=(newton_step_layer(lay, temps["loop"], variant, register_bound, n),),
+        post=newton_post(lay, pos_eps, temps["post"], variant, n),
         notes={"algorithm": "newton", "d": d, "N": N, "alpha": alpha, "variant": variant,
                **{f"C_{k}": t.C for k, t in temps.items()}, **{f"c_{k}": t.c for k, t in temps.items()}},
     )

@@ -33,14 +33,16 @@ def test_pre_forms_the_registers_exactly():
     np.testing.assert_array_equal(h[:, 1:2 * N:2, lay["r"]], 0.0)               # y-tokens silenced
     np.testing.assert_array_equal(h[:, 2 * N:, lay["r"]], 0.0)                  # test token and sink
     np.testing.assert_array_equal(h[:, 0:2 * N:2, lay["xN"]], p.x * (1.0 / N))
-    np.testing.assert_array_equal(h[:, 2 * N, lay["xN"]], 0.0)                  # gated off on the test token
+    np.testing.assert_array_equal(h[:, 1:2 * N:2, lay["xN"]], -p.x * (1.0 / N))  # mirrored keys
+    np.testing.assert_array_equal(h[:, 2 * N:, lay["xN"]], 0.0)                 # test token and sink
 
 
-@given(seed=st.integers(0, 10**6), log_theta=st.floats(-4, -1), variant=st.sampled_from(["paper", "odd", "richardson4"]),
+@given(seed=st.integers(0, 10**6), log_theta=st.floats(-4, -1),
+       variant=st.sampled_from(["paper", "odd", "richardson4", "odd+mirror", "richardson6+mirror"]),
        dtype=st.sampled_from([torch.float64, torch.float32]))
 def test_one_step_matches_numpy_within_the_bound(seed, log_theta, variant, dtype):
-    p, con, eta, temp, a_max = setup(seed, theta=10 ** log_theta, C=30.0 if dtype == torch.float64 else 18.0,
-                                     variant=variant)
+    C = 0.0 if variant.endswith("+mirror") else 30.0 if dtype == torch.float64 else 18.0
+    p, con, eta, temp, a_max = setup(seed, theta=10 ** log_theta, C=C, variant=variant)
     lay, N = con.layout, 8
     h0 = reference.apply_stack(con.weights.pre, con.encode(p.x, p.y, p.x_test))
     model = build_model(con.weights, dtype=dtype)
@@ -115,5 +117,18 @@ def test_full_pipeline_matches_numpy_after_20_loops(dtype, tol):
 
 
 def test_head_budget_is_the_papers_two_heads_by_default():
-    _, con, *_ = setup(0)
-    assert len(con.weights.loop[0].heads) == 2 == len(head_weights("odd"))
+    _, con, *_ = setup(0, C=0.0, variant="odd+mirror")
+    assert len(con.weights.loop[0].heads) == 2 == len(head_weights("odd+mirror"))
+
+
+def test_mirror_scheme_beats_the_sink_at_the_same_heads():
+    """The mirror scheme drops the sink and its C: in float32 the two-head odd pair gains several x."""
+    opts = Options(N=10, d=4, problems=8, seed=9)
+    p = GD.draw(np.random.default_rng(9), opts)
+    eta = GD.choose_step(p)
+    ref = gd_reference(p, 10, eta)
+    err = {}
+    for v in ("odd", "odd+mirror"):
+        con = GD.build(opts, eta, auto_temps(v, 22, GD.score_bounds(p, eta), torch.float32), v)
+        err[v] = relative_error(emulate(con, p, 10, torch.float32).iterates[:, -1], ref.iterates[:, -1]).max()
+    assert err["odd+mirror"] < 0.5 * err["odd"]

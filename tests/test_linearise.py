@@ -8,13 +8,14 @@ from hypothesis import given, strategies as st
 
 from constructions.layout import Layout
 from constructions.linearise import (VARIANTS, Temperature, bilinear_heads, choose_temperature, error_bound,
-                                     head_weights, order)
+                                     estimate, head_weights, order)
 from constructions.reference import apply_head
 
 
 @pytest.mark.parametrize("variant,weights,P", [
     ("paper", [1, -1], 1),                      # the printed constant cancel: (H(c) - H(0)) / c
     ("odd", [0.5, -0.5], 2),                    # (H(c) - H(-c)) / 2c
+    ("odd+mirror", [0.5, -0.5], 2),
     ("richardson4", [2 / 3, -2 / 3, -1 / 12, 1 / 12], 4),   # five-point central difference
 ])
 def test_head_weights_are_the_classical_differences(variant, weights, P):
@@ -30,14 +31,17 @@ def test_moments_cancel_up_to_the_order(variant):
     assert abs(np.sum(w * s ** (order(variant) + 1))) > 1e-6
 
 
-def group(n, k, m, seed):
+def group(n, k, m, seed, mirror=False):
+    """n data tokens and a sink; with ``mirror`` also n tokens holding the negated keys, value 0."""
     lay = Layout(); lay.add("q", k); lay.add("k", k); lay.add("v", m); lay.add("out", m)
     lay.add("is_sink", 1); lay.add("one", 1)
     rng = np.random.default_rng(seed)
-    h = np.zeros((1, n + 1, lay.dim))
+    h = np.zeros((1, 2 * n + 1 if mirror else n + 1, lay.dim))
     h[0, :n, lay["q"]] = rng.standard_normal((n, k))
     h[0, :n, lay["k"]] = rng.standard_normal((n, k))
     h[0, :n, lay["v"]] = rng.standard_normal((n, m))
+    if mirror:
+        h[0, n + 1:, lay["k"]] = -h[0, :n, lay["k"]]
     h[0, n, lay.row("is_sink")] = 1.0
     h[0, :, lay.row("one")] = 1.0
     Q = np.zeros((k, lay.dim)); Q[:, lay["q"]] = np.eye(k)
@@ -64,17 +68,19 @@ def run_heads(heads, h, dtype):
        variant=st.sampled_from(list(VARIANTS)), dtype=st.sampled_from(["numpy", torch.float32]),
        seed=st.integers(0, 10**6))
 def test_one_group_stays_under_its_bound(n, k, log_theta, extra_C, variant, dtype, seed):
-    lay, h, Q, K, V, a, want = group(n, k, 2, seed)
+    mirror = variant.endswith("+mirror")
+    lay, h, Q, K, V, a, want = group(n, k, 2, seed, mirror)
+    n_keys = h.shape[1]
     a_max = np.abs(a).max()
     theta = 10.0 ** log_theta
     u = 2.0 ** -53 if dtype == "numpy" else 2.0 ** -24
-    C = math.log(n) + extra_C
+    C = 0.0 if mirror else math.log(n) + extra_C
     if dtype != "numpy" and C - math.log(theta / a_max) > 80:
         return                                                       # beyond float32's range
     temp = Temperature(C, theta / a_max)
-    got = run_heads(bilinear_heads(lay, Q, K, V, temp, variant), h, dtype)[0, :n, lay["out"]]
+    got = run_heads(bilinear_heads(lay, Q, K, V, temp, variant, n_keys=n_keys), h, dtype)[0, :n, lay["out"]]
     s_v = np.abs(h[0, :n, lay["v"]]).sum(axis=0).max()
-    bound = error_bound(variant, temp, n + 1, a_max, s_v, u)["total"]
+    bound = error_bound(variant, temp, n_keys, a_max, s_v, u)["total"]
     assert np.abs(got - want).max() <= bound
 
 
@@ -100,11 +106,17 @@ def test_leakage_falls_like_e_minus_C():
 
 
 @pytest.mark.parametrize("u,log_max", [(2.0 ** -53, 690.0), (2.0 ** -24, 75.0)])
-def test_automatic_temperature_is_near_the_bound_optimum(u, log_max):
-    t = choose_temperature("odd", 82, 1.0, u, log_max)
-    best = error_bound("odd", t, 82, 1.0, 1.0, u)["total"]
+@pytest.mark.parametrize("variant", ["odd", "richardson4"])
+def test_automatic_temperature_is_near_the_estimated_optimum(u, log_max, variant):
+    t = choose_temperature(variant, 82, 1.0, u, log_max)
+    est = lambda T: float(sum(estimate(variant, T.c, T.C, 82, u)))
     for dC in (-2.0, 2.0):
-        assert error_bound("odd", Temperature(t.C + dC, t.c), 82, 1.0, 1.0, u)["total"] >= best
+        assert est(Temperature(t.C + dC, t.c)) >= est(t)
     for f in (0.3, 3.0):
-        assert error_bound("odd", Temperature(t.C, t.c * f), 82, 1.0, 1.0, u)["total"] >= best
+        assert est(Temperature(t.C, t.c * f)) >= est(t)
     assert t.C - math.log(t.c) <= log_max
+
+
+def test_mirror_temperature_has_no_sink():
+    t = choose_temperature("odd+mirror", 82, 2.0, 2.0 ** -24, 75.0)
+    assert t.C == 0.0 and 0 < t.c * 2.0 < 1

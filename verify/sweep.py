@@ -3,8 +3,8 @@
 One schedule drives both temperatures of every linearised head group g:
     theta  = the largest data score c * |a| of the group (the same for all groups),
     c_g    = theta / a_max(g)                  (a_max from the data, see ``Algorithm.score_bounds``),
-    C      = ln(20 n) + P ln(1/theta)          (P the variant's order: leakage 2n e^{-C} kept ~10x
-                                                below the truncation theta^P).
+    C      = ln(20 n) + P ln(1/theta)          (sink variants; P the variant's order: leakage 2n e^{-C}
+                                                kept ~10x below the truncation theta^P); 0 for mirror.
 Falling theta first lowers the truncation error (theta^P), then the rounding term u C / theta takes
 over (the floor), and finally e^C / c leaves the dtype's range (overflow). The automatic choice
 (``constructions.linearise.choose_temperature``, per group) is run as one more row, marked ``auto``.
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from constructions.linearise import Temperature, choose_temperature, error_bound, order
+from constructions.linearise import Temperature, choose_temperature, error_bound, is_mirror, order
 
 from .algorithms import Algorithm, Options
 from .emulate import emulate, relative_error
@@ -56,7 +56,7 @@ def log_max(dtype: torch.dtype) -> float:
 
 
 def schedule_temps(theta: float, variant: str, n: int, scores: dict[str, float]) -> dict[str, Temperature]:
-    C = math.log(20 * n) + order(variant) * math.log(1.0 / theta)
+    C = 0.0 if is_mirror(variant) else math.log(20 * n) + order(variant) * math.log(1.0 / theta)
     return {g: Temperature(C, theta / a) for g, a in scores.items()}
 
 
