@@ -47,6 +47,8 @@ FAMILIES: dict[str, Callable[[dict], float]] = {
     "e^C/c": lambda p: math.exp(p["C"]) / p["c"],
     "e^C": lambda p: math.exp(p["C"]),
     "eta e^C/c": lambda p: p["eta"] * math.exp(p["C"]) / p["c"],
+    "eta/c": lambda p: p["eta"] / p["c"],
+    "1/c": lambda p: 1.0 / p["c"],
     "beta": lambda p: p["beta"],
 }
 POINTS = ({"C": 1.0, "c": 1.0, "eta": 1.0, "beta": 1.0},
@@ -61,13 +63,14 @@ def rational(v: float, what: str) -> Fraction:
     return f
 
 
-def identify_arrays(samples: list[np.ndarray], families: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
-    """Entries of one weight array sampled at ``POINTS`` -> {family: rational coefficient array}."""
+def identify_arrays(samples: list[np.ndarray], families: tuple[str, ...], what: str,
+                    points=POINTS) -> dict[str, np.ndarray]:
+    """Entries of one weight array sampled at ``points`` -> {family: rational coefficient array}."""
     out = {f: np.full(samples[0].shape, Fraction(0), dtype=object) for f in families}
     for idx in zip(*np.nonzero(np.any([s != 0 for s in samples], axis=0))):
         vals = [float(s[idx]) for s in samples]
         for f in families:
-            fv = [FAMILIES[f](p) for p in POINTS]
+            fv = [FAMILIES[f](p) for p in points]
             a = vals[0] / fv[0]
             if all(abs(a * x - v) <= 1e-10 * max(1.0, abs(v)) for x, v in zip(fv, vals)):
                 out[f][idx] = rational(a, f"{what}{list(idx)}")
@@ -93,17 +96,17 @@ class SymLayer:
     name: str
 
 
-def identify_layer(build: Callable[[dict], object], families: tuple[str, ...]) -> SymLayer:
+def identify_layer(build: Callable[[dict], object], families: tuple[str, ...], points=POINTS) -> SymLayer:
     """``build(params) -> LayerWeights`` of the real construction, made symbolic (see module doc)."""
-    layers = [build(p) for p in POINTS]
+    layers = [build(p) for p in points]
     heads = []
     for h, hs in enumerate(zip(*(lay.heads for lay in layers))):
-        parts = {a: identify_arrays([getattr(x, a) for x in hs], families, f"{hs[0].name}.{a}")
+        parts = {a: identify_arrays([getattr(x, a) for x in hs], families, f"{hs[0].name}.{a}", points)
                  for a in ("query", "key", "value")}
         heads.append(SymHead(name=hs[0].name, **parts))
     ffn = None
     if layers[0].ffn is not None:
-        ffn = tuple(identify_arrays([getattr(l.ffn, a) for l in layers], ("1",), f"ffn.{a}").get(
+        ffn = tuple(identify_arrays([getattr(l.ffn, a) for l in layers], ("1",), f"ffn.{a}", points).get(
             "1", np.full(getattr(layers[0].ffn, a).shape, Fraction(0), dtype=object))
             for a in ("w1", "b1", "w2", "b2"))
     return SymLayer(tuple(heads), ffn, layers[0].mask, layers[0].name)
@@ -133,18 +136,26 @@ def s_mul(a: Series, b: Series, emax: int, pmax: int) -> Series:
 
 
 def s_inv(a: Series, emax: int, pmax: int) -> Series:
-    """1 / a for a power series whose constant term is a nonzero number."""
+    """1 / a for a power series whose constant term is a nonzero number: b_0 = 1 / a_0 and
+    b_k = -(1 / a_0) sum_{0 < l <= k} a_l b_{k-l}, over (e, p) in lexicographic order."""
     a0 = a.get((0, 0))
     if a0 is None or not a0.is_ground or any(e < 0 or p < 0 for e, p in a):
         raise ProofError("softmax denominator has no nonzero constant leading term")
     inv0 = QQ(1) / a0.LC
-    u = {k: -v * inv0 for k, v in a.items() if k != (0, 0)}
-    one = {(0, 0): a0.ring.one}
-    out, term = dict(one), dict(one)
-    for _ in range(emax + pmax):
-        term = s_mul(term, u, emax, pmax)
-        out = s_add(out, term)
-    return {k: v * inv0 for k, v in out.items()}
+    terms = [(k, v) for k, v in a.items() if k != (0, 0)]
+    out: Series = {(0, 0): a0.ring.one * inv0}
+    for e in range(emax + 1):
+        for p in range(pmax + 1):
+            if (e, p) == (0, 0):
+                continue
+            acc = a0.ring.zero
+            for (e1, p1), v in terms:
+                b = out.get((e - e1, p - p1))
+                if b is not None:
+                    acc = acc + v * b
+            if acc != 0:
+                out[(e, p)] = -acc * inv0
+    return out
 
 
 def s_exp_c(a, e: int, pmax: int) -> Series:
@@ -159,13 +170,28 @@ def s_exp_c(a, e: int, pmax: int) -> Series:
 
 # -- Eq. 1 on symbolic tokens ---------------------------------------------------------------------
 
+def sparse(W: np.ndarray) -> tuple:
+    """Rows of a rational object array as ((col, QQ), ...) tuples, cached on the array's identity."""
+    key = id(W)
+    hit = _SPARSE.get(key)
+    if hit is not None and hit[0] is W:
+        return hit[1]
+    rows = tuple(tuple((int(c), q(row[c])) for c in np.flatnonzero([x != 0 for x in row])) for row in W)
+    _SPARSE[key] = (W, rows)
+    return rows
+
+
+_SPARSE: dict = {}
+
+
 def matvec(W: np.ndarray, h: list) -> list:
     zero = h[0].ring.zero
     out = []
-    for row in W:
+    for row in sparse(W):
         acc = zero
-        for col in np.flatnonzero([x != 0 for x in row]):
-            acc = acc + h[col] * q(row[col])
+        for col, v in row:
+            if h[col] != 0:
+                acc = acc + h[col] * v
         out.append(acc)
     return out
 
@@ -174,7 +200,8 @@ def dot(u: list, v: list):
     return sum((a * b for a, b in zip(u, v)), u[0].ring.zero if u else 0)
 
 
-VALUE_SHIFT = {"1": (0, 0), "c": (0, 1), "e^C/c": (-1, -1), "eta e^C/c": (-1, -1), "e^C": (-1, 0)}
+VALUE_SHIFT = {"1": (0, 0), "c": (0, 1), "e^C/c": (-1, -1), "eta e^C/c": (-1, -1), "e^C": (-1, 0),
+               "eta/c": (0, -1), "1/c": (0, -1)}
 
 
 def score(head: SymHead, hj: list, hi: list, ring) -> tuple[int, object]:
@@ -309,50 +336,92 @@ def apply_layer(layer: SymLayer, h: list[list], symbols: dict, emax: int, pmax: 
 
 # -- selection heads in the limit beta -> oo (Lemma A.1 pairing, Lemma A.3 copy) -------------------
 
+def is_selection(head: SymHead) -> bool:
+    """Scores independent of c and C, values of family 1: a head that selects, not a linearised one."""
+    return set(head.query) <= {"1", "beta"} and set(head.key) <= {"1"} and set(head.value) <= {"1"}
+
+
 @dataclass(frozen=True)
 class Selection:
-    """One query of a head with scores beta * kappa_i: its group G = argmax kappa, the gaps
-    K - kappa_i of the other keys, and the limit (mean of the group's values)."""
+    """One query of a selection head, its scores lambda * kappa_i scaled by lambda (lambda = beta for a
+    head built with symbolic beta; otherwise lambda = 1 is the construction, and every query entry of
+    a pairing/copy head being proportional to its beta, lambda = beta / beta_0): the group G = argmax
+    kappa, the gaps K - kappa_i of the other keys, and the limit lambda -> oo (the group's mean)."""
     group: tuple[int, ...]
     gaps: dict
     limit: dict                  # row -> PolyElement
-    identity: bool               # out - limit == sum_{i not in G} t_i (v_i - limit) / (g + sum t)
-    tends: bool                  # sympy limit(out, beta -> oo) == limit, row by row
+    identity: bool               # out - limit == sum_{i not in G} t_i (v_i - limit) / (g + sum t), t_i = e^{-lambda gap_i}
+    tends: bool                  # every gap > 0, so with the identity out -> limit as lambda -> oo
 
 
 def selection(head: SymHead, h: list[list], j: int, keys) -> Selection:
-    """Exact analysis of one query: Eq. 1's softmax with u = e^{beta / L} (L a common denominator of
-    the kappas), so every weight is a power of u and every output row a rational function of u."""
+    """Exact analysis of one query: with u = e^{lambda G} (G the gcd of the gaps) every softmax weight
+    is a power of u and every output row a rational function of u, which sympy cancels exactly."""
     ring = h[0][0].ring
+    keys = list(keys)
     kap = []
+    qs = {f: matvec(Wq, h[j]) for f, Wq in head.query.items()}
     for i in keys:
         k = Fraction(0)
-        for f, Wq in head.query.items():
+        for f, qv in qs.items():
             for g, Wk in head.key.items():
-                s = dot(matvec(Wq, h[j]), matvec(Wk, h[i]))
+                s = dot(qv, matvec(Wk, h[i]))
                 if s == 0:
                     continue
-                if {f, g} != {"beta", "1"} or not s.is_ground:
-                    raise ProofError(f"head {head.name}: score {f}*{g} = {s.as_expr()} is not beta * number")
+                if not s.is_ground:
+                    raise ProofError(f"head {head.name}: score {s.as_expr()} depends on the data")
                 k += Fraction(int(s.LC.numerator), int(s.LC.denominator))
         kap.append(k)
-    if set(head.value) - {"1"}:
-        raise ProofError(f"head {head.name}: value depends on {set(head.value)}")
-    vals = [matvec(head.value["1"], h[i]) for i in keys]
+    vals = [matvec(head.value["1"], h[i]) for i in keys] if "1" in head.value else None
     K = max(kap)
     G = tuple(i for i, k in zip(keys, kap) if k == K)
     gaps = {i: K - k for i, k in zip(keys, kap) if k != K}
-    L = math.lcm(*(x.denominator for x in kap))
+    unit = Fraction(math.gcd(*(x.numerator for x in gaps.values())), math.lcm(*(x.denominator for x in gaps.values()))) \
+        if gaps else Fraction(1)
     u = sp.Symbol("u", positive=True)
-    powers = {i: u ** int((k - K) * L) for i, k in zip(keys, kap)}
+    powers = {i: u ** -int((K - k) / unit) for i, k in zip(keys, kap)}
     limit, identity, tends = {}, True, True
-    rows = [r for r in range(len(vals[0])) if any(v[r] != 0 for v in vals)]
+    rows = [r for r in range(len(h[0])) if vals and any(v[r] != 0 for v in vals)]
     for r in rows:
         lim = sum((vals[keys.index(i)][r] for i in G), ring.zero) * QQ(1, len(G))
         limit[r] = lim
         out = sum(powers[i] * vals[n][r].as_expr() for n, i in enumerate(keys)) / sum(powers.values())
-        t = [powers[i] for i in gaps]
         rhs = sum(powers[i] * (vals[keys.index(i)][r].as_expr() - lim.as_expr()) for i in gaps)
-        identity &= sp.cancel((out - lim.as_expr()) * (len(G) + sum(t)) - rhs) == 0
-        tends &= sp.simplify(sp.limit(out, u, sp.oo) - lim.as_expr()) == 0
+        identity &= sp.cancel((out - lim.as_expr()) * (len(G) + sum(powers[i] for i in gaps)) - rhs) == 0
+    tends = all(g > 0 for g in gaps.values())      # so t_i = u^{-gap_i/G} -> 0 and out -> limit
     return Selection(G, gaps, limit, identity, tends)
+
+
+def leading_layer(layer: SymLayer, h: list[list], symbols: dict, assumptions: list[str]) -> tuple[list[list], list[str], object]:
+    """One layer at leading order: selection heads in the limit lambda -> oo (checked exactly by
+    ``selection``), linearised heads at eps^0 c^0 (no eps^-1 or c^-1 term allowed), then the FFN.
+    Returns (state, problems, smallest gap of the selection heads)."""
+    ring = h[0][0].ring
+    n = len(h)
+    bad, gap = [], None
+    out = [[({(0, 0): v} if v != 0 else {}) for v in tok] for tok in h]
+    sel = [hd for hd in layer.heads if is_selection(hd)]
+    lin = SymLayer(tuple(hd for hd in layer.heads if not is_selection(hd)), None, layer.mask, layer.name)
+    for head in sel:
+        for j in range(n):
+            keys = range(j + 1) if layer.mask == "causal" else range(n)
+            s = selection(head, h, j, keys)
+            if not (s.identity and s.tends):
+                bad.append(f"{head.name} query {j}: remainder identity {s.identity}, limit {s.tends}")
+            if s.gaps:
+                g = min(s.gaps.values())
+                gap = g if gap is None else min(gap, g)
+            for r, v in s.limit.items():
+                out[j][r] = s_add(out[j][r], {(0, 0): v})
+    if lin.heads:
+        att = apply_attention(lin, h, symbols, 0, 0)
+        for j in range(n):
+            for r, sr in enumerate(att[j]):
+                extra = {k: v for k, v in s_add(sr, {(0, 0): -h[j][r]} if h[j][r] != 0 else {}).items()}
+                for k, v in extra.items():
+                    if k != (0, 0):
+                        bad.append(f"{layer.name} token {j} row {r}: eps^{k[0]} c^{k[1]} term")
+                out[j][r] = s_add(out[j][r], {(0, 0): extra[(0, 0)]} if (0, 0) in extra else {})
+    if layer.ffn is not None:
+        out = [apply_ffn(layer.ffn, tok, ring, assumptions, f"{layer.name} token {j}") for j, tok in enumerate(out)]
+    return [[s.get((0, 0), ring.zero) for s in tok] for tok in out], bad, gap
