@@ -35,6 +35,8 @@ Where this differs from the printed proof, and why:
     the data do not come from (their first q values are drawn N(0, I)): we fit t = q+1..N only.
   * Two extra tokens (test, sink) and one extra pre layer (the copy block's exact zeroing, see
     ``copy``); no positional pairing head is needed, since each label x_t already sits on its token.
+  * Only the sink variants of ``linearise``: the ``+mirror`` ones need a partner token holding the
+    negated key of every sample (the y-tokens of the regression prompt), which this prompt lacks.
 """
 from __future__ import annotations
 
@@ -91,6 +93,9 @@ def ar_construction(phi: MLP, q: int, N: int, eta: float, temp: Temperature, var
     check_mlp(phi, q * d)
     if not eta > 0:
         raise ValueError(f"eta={eta!r} is invalid: expected a float > 0")
+    if variant.endswith("+mirror"):
+        raise ValueError(f"variant={variant!r} is invalid: the mirror scheme needs every key mirrored by a "
+                         f"token with the negated key, and the AR prompt has no such tokens: use a sink variant")
     if not x_bound > 0:
         raise ValueError(f"x_bound={x_bound!r} is invalid: expected a float > 0")
     P = quasi_orthogonal(n_embeddings(N, q, True), pos_eps, seed)

@@ -9,15 +9,15 @@ Layout (tokens as in ``prompt``, the prompt's x rows renamed ``xin``; registers 
     x            Phi*(x_i) on x-tokens, Phi*(x_test) on the test token, 0 on y-tokens and the sink
     xN, r, answer  as in ``gd``: Phi*(x_i)/N on x-tokens, A_k Phi*(x_i) - y_i and A_k Phi*(x_test)
 
-TF_pre (L + 1 layers, one head in the last):
+TF_pre (L + 1 layers):
     layer l = 1..L (no heads: the identity attention W_V = 0 of the proof), FFN:
-        dst_l <- leaky(W_l src_l + b_l) = relu(z) - a relu(-z)   (``gadgets.leaky_relu_layer``)
+        dst_l <- leaky(W_l src_l + b_l [is_x + is_test]) = relu(z) - a relu(-z)  (``gadgets.leaky_relu_layer``)
         with xin -> phi1 -> ... -> phi{L-1} -> x. Each layer writes a register that is still 0, so
         the residual connection adds the FFN output to an exact 0: the features are Phi*(x) to the
-        rounding of W z + b alone, as numpy computes them.
-    layer L + 1: pairing head (Lemma A.1): r <- -2 mean_pair(y) = -y_i on x_i (A_0 = 0);
-        FFN: x <- 0 on y-tokens and the sink (where it holds Phi*(0)), xN <- x / N on x-tokens only
-        (``gadgets.zero_where``, ``gadgets.gated_copy``, exact while |Phi*(x)| <= x_bound)
+        rounding of W z + b alone, as numpy computes them. The bias is read from the indicator rows
+        of the x-tokens and the test token, so y-tokens and the sink (input 0) stay exactly 0.
+    layer L + 1: the registers layer of Lemma A.2 on the features (``gd.gd_registers_layer``, reused
+        as is): r = A_0 Phi*(x_i) - y_i = -y_i on x_i through the pairing head, xN = Phi*(x_i) / N.
 TF_loop (1 layer): Lemma A.2 on the features: r_j <- r_j - eta grad L(A_k) Phi*(x_j)
 TF_post (1 layer, 1 head): the sink takes r from the test token: answer = A_T Phi*(x_test)
 
@@ -25,9 +25,9 @@ Where this differs from the printed proof, and why:
   * "Mind the residual connections": the printed proof writes Phi*'s layers over the rows of x, but
     a residual layer can only *add*: an in-place layer must also subtract its input (the
     ``clear_src`` option), and x + (leaky(Wx + b) - x) rounds. Fresh registers per layer are exact.
-  * The MLP is applied on every token, so the y-tokens and the sink hold Phi*(0) != 0 (the biases);
-    the registers layer zeroes them, otherwise they would count as samples (sink/y keys x/N) and the
-    sink's value e^C r would not vanish.
+  * The MLP's biases are gated by the x/test indicator rows. Applied with constant biases on every
+    token, the y-tokens and the sink would hold Phi*(0) != 0 and count as samples of the GD heads
+    (keys x/N), and the sink's value e^C r would no longer vanish.
   * The printed pre-transformer's last FFN "approximates the multiplication by 1/N"; 1/N is a
     constant, so the gated copy is exact. The printed r row holds "A_{k+1} Phi*(x_test)" at step 0:
     a typo for A_0 Phi*(x_test) = 0.
@@ -43,9 +43,9 @@ import numpy as np
 
 from algoformer.tasks import MLP
 
-from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
-from .gadgets import gated_copy, leaky_relu_layer, zero_where
-from .gd import check_sizes, gd_answer_layer, gd_step_layer, move
+from .embeddings import quasi_orthogonal
+from .gadgets import leaky_relu_layer
+from .gd import check_sizes, gd_answer_layer, gd_registers_layer, gd_step_layer
 from .layout import Layout
 from .linearise import DEFAULT_VARIANT, Temperature
 from .prompt import Construction, Readout, encode_regression, regression_layout
@@ -61,10 +61,22 @@ def mlp_registers(layout: Layout, phi: MLP, src: str, dst: str = "x") -> list[st
     return names
 
 
-def mlp_layers(layout: Layout, phi: MLP, names: list[str]) -> tuple[LayerWeights, ...]:
-    """Phi* as L FFN-only layers (identity attention): names[l] -> names[l + 1], exactly."""
-    return tuple(LayerWeights(ffn=leaky_relu_layer(layout, a, b, W, bias, phi.slope), name=f"phi-layer{l + 1}")
-                 for l, (a, b, W, bias) in enumerate(zip(names[:-1], names[1:], phi.weights, phi.biases)))
+def mlp_layers(layout: Layout, phi: MLP, names: list[str], bias_rows: tuple[str, ...] = ()) -> tuple[LayerWeights, ...]:
+    """Phi* as L FFN-only layers (identity attention): names[l] -> names[l + 1], exactly.
+
+    ``bias_rows``: read each bias from these indicator rows instead of the constant b1, so that
+    tokens with none of them (y-tokens, sink: src = 0) get z = 0, hence exactly 0 at every layer."""
+    layers = []
+    for l, (a, b, W, bias) in enumerate(zip(names[:-1], names[1:], phi.weights, phi.biases)):
+        ffn = leaky_relu_layer(layout, a, b, W, np.zeros_like(bias) if bias_rows else bias, phi.slope)
+        if bias_rows:
+            w1, out = ffn.w1.copy(), W.shape[0]
+            for row in bias_rows:
+                w1[:out, layout.row(row)] += bias
+                w1[out:2 * out, layout.row(row)] -= bias
+            ffn = FFNWeights(w1, ffn.b1, ffn.w2, ffn.b2)
+        layers.append(LayerWeights(ffn=ffn, name=f"phi-layer{l + 1}"))
+    return tuple(layers)
 
 
 def check_mlp(phi: MLP, d_in: int) -> None:
@@ -90,16 +102,6 @@ def representation_layout(phi: MLP, m: int, pos_dim: int) -> tuple[Layout, list[
     lay.add("r", m)
     lay.add("answer", m)
     return lay, names
-
-
-def registers_layer(layout: Layout, N: int, x_bound: float, pos_eps: float) -> LayerWeights:
-    """r = A_0 Phi*(x) - y = -y on x-tokens (pairing head); x kept on x/test tokens; xN = x / N."""
-    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
-    pair = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y", silence="is_y")
-    ffn = FFNWeights.concat(zero_where(layout, "x", ("is_y", "is_sink"), x_bound),
-                            gated_copy(layout, "x", "xN", off=("is_y", "is_test", "is_sink"),
-                                       bound=x_bound / N, scale=1.0 / N))
-    return LayerWeights(heads=(pair,), ffn=ffn, name="gd-registers")
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,8 @@ def representation_construction(phi: MLP, N: int, eta: float, temp: Temperature,
     lay, names = representation_layout(phi, m, P.shape[1])
     weights = AlgoFormerWeights(
         lay,
-        pre=mlp_layers(lay, phi, names) + (registers_layer(lay, N, x_bound, pos_eps),),
-        loop=(gd_step_layer(lay, eta, temp, variant, register_bound),),
+        pre=mlp_layers(lay, phi, names, bias_rows=("is_x", "is_test")) + (gd_registers_layer(lay, N, x_bound, pos_eps),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound, n_keys=2 * N + 2),),
         post=(gd_answer_layer(lay),),
         notes={"algorithm": "representation", "d": d, "d_phi": lay.size("x"), "L": len(phi.weights), "m": m,
                "N": N, "eta": eta, "C": temp.C, "c": temp.c, "variant": variant},
