@@ -92,7 +92,29 @@ def build_parser() -> Parser:
         add_common(p, algo.step_name)
         if "q" in algo.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
+    p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
+                       description="Build each lemma's layers with symbolic data and parameters, expand "
+                                   "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
+    p.add_argument("lemma", metavar="LEMMA", choices=SYMBOLIC_LEMMAS,
+                   help=f"one of {', '.join(SYMBOLIC_LEMMAS)}")
     return parser
+
+
+SYMBOLIC_LEMMAS = ("pairing", "variants", "A.2", "A.3", "A.4", "A.5", "all")
+
+
+def run_symbolic(lemma: str) -> int:
+    """Print each proof's statement and PROVED/FAILED (with its details); 0 if all hold, else 1."""
+    from .symbolic import PROOFS
+    names = list(PROOFS) if lemma == "all" else [lemma]
+    ok = True
+    for name in names:
+        proof = PROOFS[name]()
+        ok &= proof.passed
+        print(f"{name}: {'PROVED' if proof.passed else 'FAILED'}: {proof.statement}")
+        for line in proof.details:
+            print(f"    {line}")
+    return 0 if ok else 1
 
 
 def resolve_device(name: str) -> str:
@@ -138,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.algorithm == "symbolic":
+            return run_symbolic(args.lemma)
         return run_algorithm(args)
     except ArgumentError as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)
