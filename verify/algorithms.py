@@ -117,9 +117,7 @@ NEWTON = Algorithm(
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}
 
-from .algorithms_representation import AR, COPY, REPRESENTATION  # noqa: E402  (they import Algorithm from here)
-
-ALGORITHMS.update({a.name: a for a in (COPY, REPRESENTATION, AR)})
+from . import algorithms_representation  # noqa: E402,F401  (registers copy, representation, ar in ALGORITHMS)
 
 from .algorithms_decoder import DECODER_ALGORITHMS  # noqa: E402  (Theorems 4.2 and 3.3)
 

@@ -25,7 +25,7 @@ from constructions.autoregressive import ar_construction
 from constructions.copy import copy_construction, copy_error_bound, default_beta, window_reference
 from constructions.representation import representation_construction
 
-from .algorithms import Algorithm, Options, _bound_violations
+from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
 from .references import Trajectory, gd_reference
 
 AR_NOISE = 1.0   # the paper's innovations N(0, I)
@@ -282,8 +282,11 @@ def ar_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dt
     if swapped:
         config["variant_note"] = (f"{', '.join(swapped)} replaced by {', '.join(sink_variant(v) for v in swapped)}: "
                                   f"no mirrored keys in the AR prompt")
-    config["m"] = opts.d
+    config["m"], config["q"] = opts.d, opts.q
     return config, rows
 
 
 AR = dataclasses.replace(AR, sweep=ar_sweep)
+
+
+ALGORITHMS.update({a.name: a for a in (COPY, REPRESENTATION, AR)})
