@@ -15,6 +15,11 @@ ring, so no floating point anywhere): exp(c a) = sum_p (c a)^p / p!, and the den
 constant term #{k: m_k = M} is a nonzero integer, is inverted as a geometric series. Truncation is
 exact: every coefficient kept is the true Taylor coefficient of the layer's output.
 
+Selection heads (pairing, copy, mirror: scores independent of the data, values of family 1) are
+analysed exactly instead: with the scores scaled by lambda, every softmax weight is a power of
+u = e^{lambda G} (G the gcd of the score gaps), and sympy cancels the identity
+out - mean_G = sum_{i not in G} t_i (v_i - mean_G) / (g + sum t), t_i = e^{-lambda gap_i} -> 0.
+
 FFN. Eq. 1's ReLU FFN is applied exactly on each token under the construction's declared bound: a
 unit whose pre-activation has a negative constant part -B (an indicator times a bound) is off,
 assuming the data part stays within B; units with no constant part must come in pairs
