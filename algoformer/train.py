@@ -154,6 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int = 0, quiet: bo
 
 def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bool) -> dict:
     device = choose_device(cfg.device, ddp)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if cfg.batch_size % ddp.world:
         raise UsageError(f"batch_size={cfg.batch_size} is invalid: expected a multiple of the "
                          f"{ddp.world} processes")

@@ -32,7 +32,7 @@ class TrainConfig:
     layers: int | None = None      # None = paper default (12 standard, 1 per stage otherwise)
     T: int = 20                    # loops in training (Eq. 3; ignored by the standard transformer)
     delta_T: int = 15              # loops in the loss (Eq. 3)
-    truncate: bool = True          # no autograd through the loops before T0 (Yang et al.)
+    truncate: bool = True          # no autograd through the loops before T0 (Yang et al.; input-injection models only)
     curriculum: bool = True        # Yang et al.'s curriculum over dims, points, loops
     curriculum_interval: int = 2000   # steps between dims / points increments
     loop_interval: int = 500       # steps between loop increments
@@ -41,6 +41,7 @@ class TrainConfig:
     steps: int = 10000
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:K
+    threads: int = 0               # torch CPU threads (0 = torch's default); 1 avoids oversubscription
     amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 autocast on GPU, off on CPU
     compile: bool = False          # torch.compile the loss module
     attention: Literal["sdpa", "exact"] = "sdpa"
@@ -58,7 +59,7 @@ class TrainConfig:
                      "eval_batch", "curriculum_interval", "loop_interval"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
-        for name in ("eval_every", "ckpt_every", "seed", "phi_seed"):
+        for name in ("eval_every", "ckpt_every", "seed", "phi_seed", "threads"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 0, name, v, "an integer >= 0")
         _check(self.noise >= 0, "noise", self.noise, "a float >= 0")
@@ -102,4 +103,4 @@ class TrainConfig:
 
 # Fields that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "eval_every", "eval_batch", "ckpt_every", "device",
-                               "compile", "out"})
+                               "compile", "out", "threads"})

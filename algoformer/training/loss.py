@@ -5,8 +5,10 @@
 
 The squared error is averaged over the o output coordinates (o = 1 for regression), so that the
 predict-zero baseline equals the per-coordinate variance of the targets. As in Yang et al. 2024 the
-loops before T0 run without autograd by default (``truncate``): the loss does not read them, and
-backpropagating through them only costs memory.
+loops before T0 may run without autograd (``truncate``): the loss does not read them directly. That is
+only sound with input injection (the looped baseline), where the injected embedding keeps a gradient
+path to the read-in; without it the state after a no-grad loop is detached from TF_pre and the read-in,
+which then never learn. So ``truncate`` applies to models with input injection only.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Eq3Loss(nn.Module):
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                 T: int, delta_T: int, truncate: bool = True) -> torch.Tensor:
         T0 = loop_window(T, delta_T)
+        truncate = truncate and self.model.cfg.input_injection
         outs = self.model.forward_each_loop(tokens, T, first=T0,
                                             no_grad_loops=T0 if truncate else 0)  # (T-T0+1, B, n, o)
         return masked_mean(position_errors(outs, targets), weight)
