@@ -7,7 +7,8 @@ Layout (tokens as in ``prompt``, the prompt's x rows renamed ``xin``; registers 
     xin          x_i on x-tokens, x_test on the test token (the prompt)
     phi1..phi{L-1}  hidden activations of Phi* (every token; nothing reads them after the next layer)
     x            Phi*(x_i) on x-tokens, Phi*(x_test) on the test token, 0 on y-tokens and the sink
-    xN, r, answer  as in ``gd``: Phi*(x_i)/N on x-tokens, A_k Phi*(x_i) - y_i and A_k Phi*(x_test)
+    xN, r, answer  as in ``gd``: Phi*(x_i)/N on x-tokens and -Phi*(x_i)/N on y-tokens (the mirrored
+                 keys), A_k Phi*(x_i) - y_i and A_k Phi*(x_test), A_T Phi*(x_test) on the sink
 
 TF_pre (L + 1 layers):
     layer l = 1..L (no heads: the identity attention W_V = 0 of the proof), FFN:
@@ -17,7 +18,8 @@ TF_pre (L + 1 layers):
         rounding of W z + b alone, as numpy computes them. The bias is read from the indicator rows
         of the x-tokens and the test token, so y-tokens and the sink (input 0) stay exactly 0.
     layer L + 1: the registers layer of Lemma A.2 on the features (``gd.gd_registers_layer``, reused
-        as is): r = A_0 Phi*(x_i) - y_i = -y_i on x_i through the pairing head, xN = Phi*(x_i) / N.
+        as is): r = A_0 Phi*(x_i) - y_i = -y_i on x_i and the keys xN, through pairing heads and a
+        gated FFN. It assumes x = 0 on y-tokens and the sink, which the gated biases guarantee.
 TF_loop (1 layer): Lemma A.2 on the features: r_j <- r_j - eta grad L(A_k) Phi*(x_j)
 TF_post (1 layer, 1 head): the sink takes r from the test token: answer = A_T Phi*(x_test)
 
@@ -32,7 +34,8 @@ Where this differs from the printed proof, and why:
     constant, so the gated copy is exact. The printed r row holds "A_{k+1} Phi*(x_test)" at step 0:
     a typo for A_0 Phi*(x_test) = 0.
   * The post head is the selection head of ``gd`` (indicator scores), not the printed head on the
-    positional embeddings p_{N+1}, which would also average in the y-rows of the sink.
+    positional embeddings: the sink shares p_{N+1} with the test token, so that head splits the
+    sink's attention between the two and returns A_T Phi*(x_test) / 2 (a factor 2 the proof omits).
   * Gradient descent differences of Lemma A.2 (eta / c in W_V, loopable layout) are those of ``gd``.
 """
 from __future__ import annotations

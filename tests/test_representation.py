@@ -209,3 +209,17 @@ def test_paper_generator_is_shared_with_training():
     for a, b in zip(spec._phi.weights, phi.weights):
         np.testing.assert_array_equal(a, b)
     assert "representation" in ALGORITHMS
+
+
+def test_problems_outside_the_assumptions_are_reported_not_run(capsys):
+    from verify.cli import main
+    code = main(["representation", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
+                 "--x-bound", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 1 and "outside the construction's assumptions" in out and "x_bound" in out
+    p = REPRESENTATION.draw(np.random.default_rng(0), Options(N=6, d=2, problems=3))
+    f = features(p, "representation")
+    too_big = 2.0 / np.linalg.eigvalsh(np.einsum("bni,bnj->bij", f.x, f.x) / 6)[:, -1].min()   # every problem diverges
+    code = main(["representation", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
+                 "--eta", str(too_big), "--quiet"])
+    assert code == 1 and "GD diverges" in capsys.readouterr().out

@@ -226,8 +226,10 @@ def copy_verdict(rows: list, n: int) -> list[str]:
         if len(decay) >= 2:
             slope = np.polyfit([r.C * r.c for r in decay], np.log([r.error_iterate for r in decay]), 1)[0]
             law = f"falls as e^({slope:.2f} beta*margin); "
-        first = (f"exact (0) from beta={exact[0].C:g} (beta*margin={exact[0].C * exact[0].c:.0f}) on"
-                 if exact else "never exactly 0 on this grid")
+        under = {"float64": 745, "float32": 104}.get(dtype, 745)
+        first = (f"exact (0) on these data from beta={exact[0].C:g} (beta*margin={exact[0].C * exact[0].c:.0f}: "
+                 f"the other weights fall below half an ulp of the copied value; guaranteed for every x only "
+                 f"past the exp underflow, beta*margin >= {under})" if exact else "never exactly 0 on this grid")
         auto = [r for r in rs if r.auto]
         auto_s = (f"; default beta={auto[0].C:g} (exact_pairing_beta) gives {auto[0].error_prediction:.2e}"
                   if auto else "")
