@@ -32,12 +32,17 @@ def test_construction_round_trip_identical_outputs(tmp_path, name):
     fresh, meta = load_model(tmp_path / name)
     original = build_model(con.weights)
     tokens = torch.from_numpy(con.encode(problem.x, problem.y, problem.x_test))
-    assert torch.equal(fresh(tokens, 4), original(tokens, 4))
+    assert fresh.state_dict().keys() == original.state_dict().keys()
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in fresh.state_dict().items())
+    # Identical weights; the outputs may still differ in the last bits between two model instances
+    # (BLAS kernels can depend on memory alignment) and the e^C / c heads amplify that: compare tightly.
+    torch.testing.assert_close(fresh(tokens, 4), original(tokens, 4), rtol=1e-8, atol=1e-8)
     back = load_construction(tmp_path / name)
     a, b = state_dict(con.weights), state_dict(back.weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     e1, e2 = emulate(con, problem, 3), emulate(back, problem, 3)
-    assert np.array_equal(e1.predictions, e2.predictions) and np.array_equal(e1.iterates, e2.iterates)
+    np.testing.assert_allclose(e2.predictions, e1.predictions, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(e2.iterates, e1.iterates, rtol=1e-8, atol=1e-8)
     assert np.array_equal(back.pos, con.pos)
 
 

@@ -6,18 +6,18 @@ import torch
 from verify.algorithms import ALGORITHMS, Options
 from verify.cli import main
 from verify.sweep import auto_temps
-from verify.views import (attention_figure, layout_figure, linear_part, pick_loops, sink_dominated,
-                          state_panels)
+from constructions.linearise import DEFAULT_VARIANT
+from verify.views import attention_figure, layout_figure, linear_part, linearised, pick_loops, run_cached
 
 OPTS = Options(N=5, d=2, problems=2)
 
 
-def _con(name):
+def _con(name, variant="odd"):
     algo = ALGORITHMS[name]
     problem = algo.draw(np.random.default_rng(0), OPTS)
     step = algo.choose_step(problem)
-    temps = auto_temps("odd", 2 * OPTS.N + 2, algo.score_bounds(problem, step), torch.float64)
-    return algo.build(OPTS, step, temps, "odd"), problem
+    temps = auto_temps(variant, 2 * OPTS.N + 2, algo.score_bounds(problem, step), torch.float64)
+    return algo.build(OPTS, step, temps, variant), problem
 
 
 @pytest.mark.parametrize("iters, want", [(0, []), (3, [1, 2, 3]), (20, [1, 5, 9, 12, 16, 20])])
@@ -34,14 +34,22 @@ def test_attention_panels_are_softmax_and_linearised_heads_show_the_gram(tmp_pat
     for _, p, _ in rows:
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-12)
     loop = rows[1][1]                                  # (H, n, n) of loop 1
-    assert sink_dominated(loop[0]) and not sink_dominated(rows[0][1][0])
-    dev = linear_part(loop[0])                         # ~ c (a_ij - mean_i a_ij), a = x_j . x_i / N
-    x = problem.x[1]
-    gram = x @ x.T                                     # x-tokens are the even ones
-    sub = dev[0:2 * OPTS.N:2, 0:2 * OPTS.N:2]
-    centred = gram - gram.sum(1, keepdims=True) / (2 * OPTS.N + 1)   # mean over the 2N + 1 non-sink keys
-    corr = np.corrcoef(sub.ravel(), centred.ravel())[0, 1]
+    assert linearised(loop[0]) == "sink" and linearised(rows[0][1][0]) is None   # pairing head: selection
+    dev = linear_part(loop[0])                         # ~ c (a_jk - mean_k a_jk), k over non-sink keys
+    h = run_cached(con, problem, 3, index=1)["hook_pre"]                      # (n, D) after TF_pre
+    a = h[:, con.layout["x"]] @ h[:-1, con.layout["xN"]].T                   # query x_j . key xN_k
+    rows = slice(0, 2 * OPTS.N, 2)                                             # the x-tokens' queries
+    centred = a - a.mean(1, keepdims=True)
+    corr = np.corrcoef(dev[rows].ravel(), centred[rows].ravel())[0, 1]
     assert corr > 0.9999
+
+
+def test_mirror_heads_are_recognised(tmp_path):
+    con, problem = _con("newton", DEFAULT_VARIANT)
+    rows = attention_figure(con, problem, 2, str(tmp_path / "m.png"))
+    kinds = {t: linearised(p[0]) for t, p, _ in rows}
+    assert kinds["loop 1 newton-step"] == ("mirror" if DEFAULT_VARIANT.endswith("+mirror") else "sink")
+    assert kinds["post.0 copy-y"] is None
 
 
 def test_layout_figure_panels_follow_the_loop(tmp_path):

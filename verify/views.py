@@ -1,9 +1,10 @@
 """Pictures of a constructed AlgoFormer at work on one problem (matplotlib, PNG).
 
     attention_figure(con, problem, iters, path)   softmax weights of every head, per layer and loop:
-                                                  log10 scale, since the linearised heads put almost
-                                                  all weight on the sink and the data sits in the
-                                                  e^{-C}(1 + c a) remainder
+                                                  log10 for selection heads; for linearised heads
+                                                  (nearly all weight on the sink, or nearly uniform
+                                                  in the mirror scheme) the deviation from uniform,
+                                                  where the data c a sits
     layout_figure(con, problem, iters, path)      the residual stream (layout rows x tokens) after
                                                   the read-in, TF_pre, selected loops and TF_post;
                                                   rows labelled by the layout, registers separated
@@ -68,26 +69,37 @@ def _ticks(ax, labels: list[str], axis: str) -> None:
         ax.set_yticks(idx, [labels[i] for i in idx], fontsize=5)
 
 
-def sink_dominated(pattern: np.ndarray) -> bool:
-    """A linearised head: (almost) every query puts more than 90% of its weight on the sink (last key)."""
-    return bool(np.median(pattern[:, -1]) > 0.9)
+def linearised(pattern: np.ndarray) -> str | None:
+    """How a head was linearised, read off its pattern (n_query, n_key): "sink" when every query puts
+    more than 90% of its weight on the sink (the last key; the e^C scheme), "mirror" when every row
+    is within a factor 1.5 of uniform (the mirror scheme: no sink, small scores), else None."""
+    if pattern[:, -1].min() > 0.9:
+        return "sink"
+    lo = pattern.min(axis=1)
+    if (lo > 0).all() and (pattern.max(axis=1) / lo).max() < 1.5:
+        return "mirror"
+    return None
 
 
-def linear_part(pattern: np.ndarray) -> np.ndarray:
-    """The data part of a linearised head: weights on the non-sink keys relative to their row mean,
-    minus 1 (~ sigma c (a_i - mean a), the bilinear score the head group turns into its output)."""
-    rest = pattern[:, :-1]
+def linear_part(pattern: np.ndarray, kind: str = "sink") -> np.ndarray:
+    """The data part of a linearised head: the weights on the data keys (all but the sink for "sink")
+    relative to their row mean, minus 1 (~ sigma c (a_i - mean a), the bilinear score the head group
+    turns into its output)."""
+    rest = pattern[:, :-1] if kind == "sink" else pattern
     return rest / rest.mean(axis=1, keepdims=True) - 1.0
 
 
 def _draw_head(fig, ax, pattern: np.ndarray, labels: list[str]):
-    if sink_dominated(pattern):
-        img = linear_part(pattern)
+    kind = linearised(pattern)
+    if kind is not None:
+        img = linear_part(pattern, kind)
         v = float(np.abs(img).max()) or 1.0
         im = ax.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
-        _ticks(ax, labels[:-1], "x")
-        return f"sink weight 1 - {1 - np.median(pattern[:, -1]):.1e}; rest/mean - 1"
+        _ticks(ax, labels[:-1] if kind == "sink" else labels, "x")
+        if kind == "sink":
+            return f"sink weight 1 - {1 - np.median(pattern[:, -1]):.1e}; rest/mean - 1"
+        return "mirror (no sink): weight/mean - 1"
     with np.errstate(divide="ignore"):
         img = np.maximum(np.log10(pattern), LOG_FLOOR)
     im = ax.imshow(img, vmin=LOG_FLOOR, vmax=0, cmap="magma", interpolation="nearest")
@@ -99,8 +111,8 @@ def _draw_head(fig, ax, pattern: np.ndarray, labels: list[str]):
 def attention_figure(con: Construction, problem: Regression, iters: int, path: str, index: int = 0,
                      loops: list[int] | None = None, dtype: torch.dtype = torch.float64):
     """One image per (layer or loop, head), query tokens down, key tokens across. Selection heads
-    (pairing, read-out) are drawn as log10 weights; linearised heads, whose weight is almost all on
-    the sink, as their data part (``linear_part``), with the sink's weight in the title."""
+    (pairing, read-out) are drawn as log10 weights; linearised heads (``linearised``) as their data
+    part (``linear_part``), with the sink's weight in the title."""
     plt = _pyplot()
     cache = run_cached(con, problem, iters, index, dtype)
     rows = attention_panels(con, cache, iters, loops)
