@@ -52,14 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m algoformer.train", description=__doc__.split("\n")[0])
     defaults = TrainConfig.__dataclass_fields__
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "d":
+            flags.append("--dim")        # torchrun's parser rejects "--d" as an ambiguous prefix
         if f.type in ("bool",):
-            p.add_argument(flag, type=_bool, default=f.default, metavar="BOOL")
+            p.add_argument(*flags, type=_bool, default=f.default, metavar="BOOL", dest=f.name)
         elif f.name == "layers":
-            p.add_argument(flag, type=int, default=None)
+            p.add_argument(*flags, type=int, default=None, dest=f.name)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(flag, type=kind, default=defaults[f.name].default)
+            p.add_argument(*flags, type=kind, default=defaults[f.name].default, dest=f.name)
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (as if preempted) after this step, having written a checkpoint")
