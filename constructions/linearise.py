@@ -116,7 +116,7 @@ def bilinear_heads(layout: Layout, query: np.ndarray, key: np.ndarray, value: np
     if not mirror and temp.C <= 0:
         raise ValueError(f"C={temp.C!r} is invalid: the sink scheme needs C > 0")
     k, D = query.shape
-    scale = n_keys if mirror else math.exp(temp.C)
+    scale = n_keys if mirror else (math.exp(temp.C) if temp.C < 709.0 else math.inf)  # inf: reported as overflow
     out = []
     for h, (sigma, w) in enumerate(zip(VARIANTS[variant], head_weights(variant))):
         rows = k if mirror else k + 1
