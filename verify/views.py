@@ -14,6 +14,8 @@ Both read the model through ``run_with_cache`` (hook names in ``algoformer.model
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -32,8 +34,11 @@ def pick_loops(iters: int, k: int = MAX_PANELS) -> list[int]:
     return sorted({int(round(t)) for t in np.linspace(1, iters, k)})
 
 
-def token_labels(N: int) -> list[str]:
-    return [f"{k}{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["xt", "sink"]
+def token_labels(N: int, n: int | None = None) -> list[str]:
+    """x1, y1, ..., xN, yN, xt, sink for the encoder prompt of ``constructions.prompt``; token numbers
+    when the prompt has another length n (decoder, AR and chain-of-thought constructions)."""
+    labels = [f"{k}{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["xt", "sink"]
+    return labels if n is None or n == len(labels) else [str(i) for i in range(n)]
 
 
 def run_cached(con: Construction, problem: Regression, iters: int, index: int = 0,
@@ -117,7 +122,7 @@ def attention_figure(con: Construction, problem: Regression, iters: int, path: s
     cache = run_cached(con, problem, iters, index, dtype)
     rows = attention_panels(con, cache, iters, loops)
     cols = max(p.shape[0] for _, p, _ in rows)
-    labels = token_labels(con.pos.shape[0] - 1)
+    labels = token_labels(con.pos.shape[0] - 1, rows[0][1].shape[-1])
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols, 2.9 * len(rows)), squeeze=False,
                              layout="constrained")
     for r, (title, pattern, names) in enumerate(rows):
@@ -155,7 +160,7 @@ def layout_figure(con: Construction, problem: Regression, iters: int, path: str,
     norm = SymLogNorm(linthresh=1e-3, vmin=-vmax, vmax=vmax)
     fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels) + 1.5, 0.13 * lay.dim + 2),
                              squeeze=False, sharey=True, layout="constrained")
-    labels = token_labels(con.pos.shape[0] - 1)
+    labels = token_labels(con.pos.shape[0] - 1, panels[0][1].shape[0])
     for ax, (title, state) in zip(axes[0], panels):
         im = ax.imshow(state.T, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
         for _, block in list(lay)[1:]:
@@ -181,14 +186,23 @@ def _pyplot():
 def cli_views(algo, opts, config: dict, variant: str, dtype_name: str, iters: int,
               attention_path: str | None, layout_path: str | None) -> Construction:
     """The automatic-temperature construction of (variant, dtype) on the first problem within the
-    construction's assumptions; writes the requested figures. Returns the construction."""
+    construction's assumptions; writes the requested figures. Returns the construction, or None
+    (with a message on stderr) when the algorithm has no default step to build it with."""
     from .sweep import DTYPES, auto_temps
     problem = algo.draw(np.random.default_rng(opts.seed), opts)
-    valid = [i for i in range(opts.problems) if i not in config["excluded"]]
+    valid = [i for i in range(opts.problems) if i not in config.get("excluded", {})]
     i = valid[0]
     one = Regression(*(getattr(problem, f)[i:i + 1] for f in ("x", "y", "x_test", "y_test")))
-    temps = auto_temps(variant, 2 * opts.N + 2, config["score_bounds"], DTYPES[dtype_name])
-    con = algo.build(opts, config[algo.step_name], temps, variant)
+    scores = config.get("score_bounds") or {}        # {} for constructions without linearised heads
+    temps = auto_temps(variant, 2 * opts.N + 2, scores, DTYPES[dtype_name])
+    step = config.get(algo.step_name)
+    if step is None:                                   # sweeps of their own may not report it
+        step = opts.step if opts.step is not None else algo.choose_step(problem)
+    if not np.isfinite(step):
+        print(f"views: {algo.name} has no single default {algo.step_name} (its sweep runs a grid); "
+              f"pass --{algo.step_name} to draw the views", file=sys.stderr)
+        return None
+    con = algo.build(opts, step, temps, variant)
     if attention_path:
         attention_figure(con, one, iters, attention_path, dtype=DTYPES[dtype_name])
     if layout_path:
