@@ -28,6 +28,7 @@ TF_pre (L + 3 layers): the copy block (2 layers, q heads), Phi* as in ``represen
     layers win -> phi1 -> ... -> x), then one FFN-only layer that keeps x on samples and the test
     token (0 elsewhere), and forms xN = x / (N - q) and r = A_0 x - x_t = -x_t on samples only
     (gated by the copy block's no_prev{q} row: tokens t < q lack a full window).
+    With partner tokens (mirror variants) the partners of samples also get xN = -x / (N - q).
 TF_loop (1 layer): Lemma A.2 (``gd.gd_step_layer``); TF_post (1 layer): ``gd.gd_answer_layer``.
 
 Where this differs from the printed proof, and why:
@@ -35,8 +36,11 @@ Where this differs from the printed proof, and why:
     the data do not come from (their first q values are drawn N(0, I)): we fit t = q+1..N only.
   * Two extra tokens (test, sink) and one extra pre layer (the copy block's exact zeroing, see
     ``copy``); no positional pairing head is needed, since each label x_t already sits on its token.
-  * Only the sink variants of ``linearise``: the ``+mirror`` ones need a partner token holding the
-    negated key of every sample (the y-tokens of the regression prompt), which this prompt lacks.
+  * With a ``+mirror`` variant of ``linearise`` (no sink score; the key set must be symmetric), every
+    value token is followed by a partner token (``copy`` partners: xt = 0, the same position rows),
+    which gathers the same window and features and holds the negated key -Phi*(win)/(N - q), with
+    query 0 and value r = 0: the role of the y-tokens in the regression prompt. The prompt then has
+    2N + 2 tokens; sink variants use the N + 2 of the table above.
 """
 from __future__ import annotations
 
@@ -55,8 +59,8 @@ from .representation import check_mlp, mlp_layers, mlp_registers
 from .weights import AlgoFormerWeights, FFNWeights, LayerWeights
 
 
-def ar_layout(d: int, q: int, phi: MLP, pos_dim: int) -> tuple[Layout, list[str]]:
-    lay = sequence_layout(d, q, pos_dim, test_slot=True)
+def ar_layout(d: int, q: int, phi: MLP, pos_dim: int, partners: bool = False) -> tuple[Layout, list[str]]:
+    lay = sequence_layout(d, q, pos_dim, test_slot=True, partners=partners)
     names = mlp_registers(lay, phi, "win", "x")
     lay.add("xN", lay.size("x"))
     lay.add("r", d)
@@ -65,18 +69,23 @@ def ar_layout(d: int, q: int, phi: MLP, pos_dim: int) -> tuple[Layout, list[str]
 
 
 def ar_registers_layer(layout: Layout, q: int, n_samples: int, x_bound: float) -> LayerWeights:
-    """x kept on samples and the test token; xN = x / (N - q) and r = -x_t on samples only."""
-    not_sample = (gate(q), "is_test", "is_sink")
-    ffn = FFNWeights.concat(zero_where(layout, "x", (gate(q), "is_sink"), x_bound),
-                            gated_copy(layout, "x", "xN", off=not_sample, bound=x_bound / n_samples,
-                                       scale=1.0 / n_samples),
-                            gated_copy(layout, "xt", "r", off=not_sample, bound=x_bound, scale=-1.0))
-    return LayerWeights(ffn=ffn, name="ar-registers")
+    """x kept on samples and the test token; xN = x / (N - q) and r = -x_t on samples only; with
+    partner tokens, xN = -x / (N - q) on the partners of samples (the mirrored keys)."""
+    partner = ("is_partner",) if "is_partner" in layout else ()
+    not_sample = (gate(q), "is_test", "is_sink") + partner
+    parts = [zero_where(layout, "x", (gate(q), "is_sink") + partner, x_bound),
+             gated_copy(layout, "x", "xN", off=not_sample, bound=x_bound / n_samples, scale=1.0 / n_samples),
+             gated_copy(layout, "xt", "r", off=not_sample, bound=x_bound, scale=-1.0)]
+    if partner:
+        parts.append(gated_copy(layout, "x", "xN", off=(gate(q), "is_test", "is_sink", "is_x"),
+                                bound=x_bound / n_samples, scale=-1.0 / n_samples))
+    return LayerWeights(ffn=FFNWeights.concat(*parts), name="ar-registers")
 
 
-def sample_tokens(N: int, q: int) -> list[int]:
-    """0-based tokens of the N - q samples, then the test token: where the GD iterate is read."""
-    return list(range(q, N)) + [N]
+def sample_tokens(N: int, q: int, partners: bool = False) -> list[int]:
+    """Tokens of the N - q samples, then the test token: where the GD iterate is read."""
+    k = 2 if partners else 1
+    return [k * t for t in range(q, N)] + [k * N]
 
 
 def ar_construction(phi: MLP, q: int, N: int, eta: float, temp: Temperature, variant: str = DEFAULT_VARIANT,
@@ -93,24 +102,23 @@ def ar_construction(phi: MLP, q: int, N: int, eta: float, temp: Temperature, var
     check_mlp(phi, q * d)
     if not eta > 0:
         raise ValueError(f"eta={eta!r} is invalid: expected a float > 0")
-    if variant.endswith("+mirror"):
-        raise ValueError(f"variant={variant!r} is invalid: the mirror scheme needs every key mirrored by a "
-                         f"token with the negated key, and the AR prompt has no such tokens: use a sink variant")
     if not x_bound > 0:
         raise ValueError(f"x_bound={x_bound!r} is invalid: expected a float > 0")
+    partners = variant.endswith("+mirror")
+    n = (2 * N if partners else N) + 2
     P = quasi_orthogonal(n_embeddings(N, q, True), pos_eps, seed)
-    lay, names = ar_layout(d, q, phi, P.shape[1])
+    lay, names = ar_layout(d, q, phi, P.shape[1], partners)
     beta = default_beta(P.shape[1], pos_eps) if beta is None else beta
     weights = AlgoFormerWeights(
         lay,
         pre=copy_block(lay, q, beta, x_bound) + mlp_layers(lay, phi, names)
             + (ar_registers_layer(lay, q, N - q, x_bound),),
-        loop=(gd_step_layer(lay, eta, temp, variant, register_bound),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound, n_keys=n),),
         post=(gd_answer_layer(lay),),
         notes={"algorithm": "ar", "d": d, "q": q, "d_phi": lay.size("x"), "L": len(phi.weights), "N": N,
-               "eta": eta, "C": temp.C, "c": temp.c, "variant": variant, "beta": beta},
+               "eta": eta, "C": temp.C, "c": temp.c, "variant": variant, "beta": beta, "tokens": n},
     )
-    return SequenceConstruction(weights, P, answer=Readout("answer", N + 1), iterate=Readout("r", sample_tokens(N, q)),
+    return SequenceConstruction(weights, P, answer=Readout("answer", n - 1), iterate=Readout("r", sample_tokens(N, q, partners)),
                                 q=q, test_slot=True,
                                 assumptions={"N": N, "q": q, "x_bound": x_bound, "register_bound": register_bound,
                                              "beta": beta, "margin": min_margin(P)})

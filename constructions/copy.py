@@ -37,6 +37,9 @@ Where this differs from the printed Lemma A.3, and why:
     are drawn. No token carries those, so an empty slot's query matches no key: its attention is
     spread over every token, and only the FFN makes it 0 (tested: the slot is nonzero before it).
   * The paper's x_0 .. x_N becomes x_0 .. x_{N-1} here (N tokens); Thm 3.2 renames them x_1 .. x_N.
+  * Optional partner tokens (for Thm 3.2 with the mirror scheme): each value token is followed by
+    a token with xt = 0 and the same position rows, so it gathers the same window; the copy heads
+    then meet two keys per position and carry the value 2 xt (exact: weights 1/2 each).
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ from .prompt import Construction, Readout
 from .weights import AlgoFormerWeights, FFNWeights, HeadWeights, LayerWeights
 
 
-def sequence_layout(d: int, q: int, pos_dim: int, test_slot: bool = False) -> Layout:
-    """Prompt rows of the sequence prompt and the copy block's registers (test/sink rows for Thm 3.2)."""
+def sequence_layout(d: int, q: int, pos_dim: int, test_slot: bool = False, partners: bool = False) -> Layout:
+    """Prompt rows of the sequence prompt and the copy block's registers (test/sink rows for Thm 3.2;
+    is_x / is_partner rows when every value token is followed by a partner token)."""
     lay = Layout()
     lay.add("xt", d)
     lay.add("pos", pos_dim)
@@ -61,6 +65,9 @@ def sequence_layout(d: int, q: int, pos_dim: int, test_slot: bool = False) -> La
     if test_slot:
         for name in ("is_test", "is_sink", "one"):
             lay.add(name, 1)
+    if partners:
+        lay.add("is_x", 1)
+        lay.add("is_partner", 1)
     lay.add("win", q * d)
     for i in range(1, q + 1):
         lay.add(gate(i), 1)
@@ -83,29 +90,35 @@ def n_embeddings(N: int, q: int, test_slot: bool) -> int:
 
 
 def encode_sequence(layout: Layout, P: np.ndarray, q: int, x: np.ndarray, test_slot: bool = False) -> np.ndarray:
-    """x (B, N, d) -> tokens (B, N [+ 2], D), float64. Embedding of position t is P[t + q]."""
+    """x (B, N, d) -> tokens (B, N [+ 2], D), float64. Embedding of position t is P[t + q].
+
+    With an ``is_partner`` row in the layout, value token t sits at 2t and is followed by a partner
+    token (xt = 0, the same position rows): (B, 2N [+ 2], D)."""
     x = np.asarray(x, float)
     if x.ndim != 3:
         raise ValueError(f"x has shape {x.shape}, expected (B, N, d)")
     B, N, d = x.shape
     if d != layout.size("xt"):
         raise ValueError(f"data of dimension d={d} does not fit the layout (d={layout.size('xt')})")
-    n = N + (2 if test_slot else 0)
-    if P.shape[0] < n + q:
-        raise ValueError(f"N={N} tokens but the construction has embeddings for {P.shape[0] - q - (n - N)}")
+    if P.shape[0] < N + q + (2 if test_slot else 0):
+        raise ValueError(f"N={N} tokens but the construction has embeddings for {P.shape[0] - q - (2 if test_slot else 0)}")
+    k = 2 if "is_partner" in layout else 1                      # tokens per value
+    t = np.r_[np.repeat(np.arange(N), k), np.arange(N, N + 2) if test_slot else []].astype(int)  # position of each token
     m = P.shape[1]
     Pf = P.astype(float)
-    h = np.zeros((B, n, layout.dim))
-    h[:, :N, layout["xt"]] = x
-    t = np.arange(n)
+    h = np.zeros((B, len(t), layout.dim))
+    h[:, 0:k * N:k, layout["xt"]] = x
     h[:, :, layout["pos"]] = Pf[t + q]
     shift = layout["shift"].start
     for i in range(1, q + 1):
         h[:, :, shift + (i - 1) * m:shift + i * m] = Pf[t - i + q]
     h[:, :, layout.row("index")] = t
+    if k == 2:
+        h[:, 0:2 * N:2, layout.row("is_x")] = 1.0
+        h[:, 1:2 * N:2, layout.row("is_partner")] = 1.0
     if test_slot:
-        h[:, N, layout.row("is_test")] = 1.0
-        h[:, N + 1, layout.row("is_sink")] = 1.0
+        h[:, k * N, layout.row("is_test")] = 1.0
+        h[:, k * N + 1, layout.row("is_sink")] = 1.0
         h[:, :, layout.row("one")] = 1.0
     return h
 
@@ -118,14 +131,17 @@ def slot(layout: Layout, i: int, reg: str = "win", src: str = "xt") -> slice:
 
 
 def copy_heads(layout: Layout, q: int, beta: float, src: str = "xt", dst: str = "win") -> tuple[HeadWeights, ...]:
+    """Head i: query (beta/m) shift[i], key pos, value xt -> slot i. With partner tokens the query
+    meets two keys (the value token and its partner, xt = 0), each with weight 1/2: value 2 xt."""
     m = layout.size("pos")
+    scale = 2.0 if "is_partner" in layout else 1.0
     shift = layout["shift"].start
     heads = []
     for i in range(1, q + 1):
         query = np.zeros((m, layout.dim)); key = np.zeros((m, layout.dim)); value = np.zeros((layout.dim, layout.dim))
         query[:, shift + (i - 1) * m:shift + i * m] = (beta / m) * np.eye(m)
         key[:, layout["pos"]] = np.eye(m)
-        value[slot(layout, i, dst, src), layout[src]] = np.eye(layout.size(src))
+        value[slot(layout, i, dst, src), layout[src]] = scale * np.eye(layout.size(src))
         heads.append(HeadWeights(query, key, value, f"copy[t-{i}]"))
     return tuple(heads)
 
@@ -174,9 +190,10 @@ def copy_block(layout: Layout, q: int, beta: float, x_bound: float, src: str = "
             LayerWeights(ffn=zero_empty_slots(layout, q, x_bound, src, dst), name="zero-empty-slots"))
 
 
-def copy_error_bound(n: int, beta: float, margin: float, max_x: float) -> float:
-    """Bound on |win_{t,i} - x_{t-i}| over the slots with t >= i (module docstring)."""
-    return pairing_error_bound(n, 1, beta, margin, max_x)
+def copy_error_bound(n: int, beta: float, margin: float, max_x: float, group: int = 1) -> float:
+    """Bound on |win_{t,i} - x_{t-i}| over the slots with t >= i (module docstring); ``group`` = 2 with
+    partner tokens (then the value is 2 x and the bound is the pairing head's)."""
+    return pairing_error_bound(n, group, beta, margin, group * max_x)
 
 
 def default_beta(pos_dim: int, eps: float) -> float:

@@ -269,21 +269,11 @@ def gd_emulation_bound(f: Regression, ref: Trajectory, eta: float, temp, variant
     return np.maximum(e_x, e_test)
 
 
-def sink_variant(variant: str) -> str:
-    """The sink counterpart of a ``+mirror`` variant (the AR prompt has no mirrored keys)."""
-    return variant[:-len("+mirror")] if variant.endswith("+mirror") else variant
-
-
 def ar_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dtypes: list[str],
              device: str) -> tuple[dict, list]:
-    """``sweep.run_sweep`` with every mirror variant replaced by its sink counterpart (noted)."""
+    """``sweep.run_sweep``, with the AR sizes in the configuration (m = d outputs, q)."""
     from .sweep import run_sweep
-    mapped = list(dict.fromkeys(sink_variant(v) for v in variants))
-    config, rows = run_sweep(algo, opts, iters, mapped, dtypes, device)
-    swapped = [v for v in variants if v != sink_variant(v)]
-    if swapped:
-        config["variant_note"] = (f"{', '.join(swapped)} replaced by {', '.join(sink_variant(v) for v in swapped)}: "
-                                  f"no mirrored keys in the AR prompt")
+    config, rows = run_sweep(algo, opts, iters, variants, dtypes, device)
     config["m"], config["q"] = opts.d, opts.q
     return config, rows
 
