@@ -63,7 +63,7 @@ def test_layout_figure_panels_follow_the_loop(tmp_path):
 
 def test_cli_show_attention_and_layout(tmp_path, capsys):
     a, l = tmp_path / "att.png", tmp_path / "lay.png"
-    rc = main(["gd", "--iters", "2", "--N", "4", "--d", "2", "--problems", "2", "--dtype", "float64",
+    rc = main(["gd", "--iters", "1", "--N", "3", "--d", "1", "--problems", "1", "--dtype", "float64",
                "--quiet", "--show-attention", str(a), "--show-layout", str(l)])
     assert rc == 0 and a.stat().st_size > 10_000 and l.stat().st_size > 10_000
     assert "verdict" in capsys.readouterr().out
