@@ -88,7 +88,7 @@ from .embeddings import exact_pairing_beta, quasi_orthogonal, pairing_head
 from .gadgets import zero_where
 from .gd import SELECT_BETA, check_sizes, move
 from .layout import Layout
-from .linearise import DEFAULT_VARIANT, VARIANTS, Temperature, bilinear_heads, check_variant, head_weights
+from .linearise import DEFAULT_VARIANT, VARIANTS, Temperature, bilinear_heads, check_variant, head_weights, order
 from .prompt import Construction, Readout
 from .weights import AlgoFormerWeights, HeadWeights, LayerWeights
 
@@ -203,10 +203,13 @@ def sink_variant(variant: str) -> str:
     return variant.removesuffix("+mirror")
 
 
-def post_temperature(temp: Temperature, n: int) -> Temperature:
-    """A mirror schedule hands out C = 0; the read-out's sink then takes C = ln(20 n) + 2 ln(1/c), which
-    keeps the leakage n e^{-C} <= c^2 / 20 below the truncation (c max|a|)^2 whenever max|a| >= 1."""
-    return temp if temp.C > 0 else Temperature(math.log(20 * n) + 2 * math.log(max(1.0 / temp.c, 1.0)), temp.c)
+def post_temperature(temp: Temperature, n: int, variant: str = DEFAULT_VARIANT) -> Temperature:
+    """A mirror schedule hands out C = 0; the read-out's sink then takes C = ln(20 n) + P ln(1/c) (P the
+    order of the variant), which keeps the leakage n e^{-C} <= c^P / 20 below the truncation
+    (c max|a|)^P whenever max|a| >= 1."""
+    if temp.C > 0:
+        return temp
+    return Temperature(math.log(20 * n) + order(sink_variant(variant)) * math.log(max(1.0 / temp.c, 1.0)), temp.c)
 
 
 def predict_layer(layout: Layout, temp: Temperature, variant: str = DEFAULT_VARIANT) -> LayerWeights:
@@ -233,9 +236,9 @@ def causal_gd_construction(d: int, N: int, eta: float, temps: dict[str, Temperat
         lay,
         pre=(mirror_layer(lay, pos_eps),),
         loop=(causal_gd_step_layer(lay, eta, temps["mean"].c, variant, register_bound),),
-        post=(predict_layer(lay, post_temperature(temps["post"], 2 * N + 2), variant),),
+        post=(predict_layer(lay, post_temperature(temps["post"], 2 * N + 2, variant), variant),),
         notes={"algorithm": "decoder-gd", "d": d, "N": N, "eta": eta, "variant": variant,
-               "c_mean": temps["mean"].c, "C_post": post_temperature(temps["post"], 2 * N + 2).C,
+               "c_mean": temps["mean"].c, "C_post": post_temperature(temps["post"], 2 * N + 2, variant).C,
                "c_post": temps["post"].c},
     )
     xs = x_positions(N)

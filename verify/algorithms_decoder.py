@@ -78,6 +78,14 @@ def _decoder_scores(p: Regression, eta: float) -> dict[str, float]:
     return {"post": max(post, 1e-300), "mean": max(mean, 1e-300)}
 
 
+def _decoder_verdict(rows, n: int) -> list[str]:
+    from .report import verdict_lines        # here: report imports the sweep, which imports algorithms
+    return verdict_lines(rows, n) + [
+        "decoder-gd: the loop heads are a mirrored mean in every variant (no sink; the count 1/(i-1) is the "
+        "softmax normaliser); the column C is the read-out's sink score (C = ln(20n) + P ln(1/c) where a "
+        "mirror schedule gives 0), so the floor lines above describe the read-out's bound"]
+
+
 DECODER_GD = Algorithm(
     name="decoder-gd", summary="gradient descent with causal attention at every position (Lemma A.5, Thm 4.2)",
     step_name="eta",
@@ -88,6 +96,7 @@ DECODER_GD = Algorithm(
     build=lambda o, eta, temps, variant: causal_gd_construction(o.d, o.N, eta, temps, variant,
                                                                 register_bound=o.register_bound),
     reference=decoder_gd_reference,
+    verdict=_decoder_verdict,
 )
 
 
