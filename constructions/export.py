@@ -2,6 +2,7 @@
 
     export_construction(con, "out/gd")        -> out/gd.safetensors, out/gd.json
     export_model(model, "out/trained", extra={"readout": ...})
+    export_run("runs/rep-algo", "out/rep-algo")  # a training run's ckpt.pt, with its config and read-out
     model, meta = load_model("out/gd")         # a fresh AlgoFormer, weights loaded with load_exact
     con = load_construction("out/gd")          # the Construction back (weights, layout, read-outs)
 
@@ -117,6 +118,27 @@ def _plain(d: dict) -> dict:
 def export_construction(con: Construction, path: str | Path) -> tuple[Path, Path]:
     """The constructed weights exactly as the bridge loads them (float64), with their layout."""
     return export_model(build_model(con.weights), path, construction_meta(con))
+
+
+def decoder_meta(n_points: int) -> dict:
+    """Prompt and read-out of the trained models (decoder prompts of ``algoformer.training.prompts``):
+    x_1, y_1, ..., x_N, y_N as 2N tokens; the read-out at the token of x_i predicts y_i from the
+    samples before it, so a query x is answered by putting it in the x slot after the samples."""
+    return {"prompt": {"kind": "decoder", "N": n_points, "n_tokens": 2 * n_points,
+                       "token_roles": token_roles(n_points)[:-2]},
+            "readout": {"answer": {"output": "read_out", "tokens": list(range(0, 2 * n_points, 2)),
+                                   "predicts": "y_i at the token of x_i, from samples 1..i-1"}}}
+
+
+def export_run(run_dir: str | Path, path: str | Path) -> tuple[Path, Path]:
+    """A training run's checkpoint (``algoformer.train``) with its training configuration and, for
+    regression tasks, where the answers are read."""
+    from algoformer.evaluate import load_run
+    cfg, model, step = load_run(run_dir)
+    extra = {"training": cfg.to_dict(), "step": step}
+    if cfg.task in ("linear", "representation"):
+        extra.update(decoder_meta(cfg.n_points))
+    return export_model(model, path, extra)
 
 
 # -- import -----------------------------------------------------------------------------------------

@@ -91,6 +91,25 @@ def test_trained_model_round_trip(tmp_path):
         load_construction(tmp_path / "trained")
 
 
+def test_training_run_exports_with_its_readout(tmp_path):
+    from algoformer.training.config import TrainConfig
+    from algoformer.training.models import build_model as build_trained
+    from constructions.export import export_run
+    cfg = TrainConfig(task="linear", d=3, n_points=5, width=16, heads=2, T=2, delta_T=1, device="cpu")
+    torch.manual_seed(1)
+    model = build_trained(cfg.model_spec(), cfg.d, 1, cfg.task_spec().n_tokens(cfg.n_points))
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "step": 7}, run / "ckpt.pt")
+    export_run(run, tmp_path / "out")
+    fresh, meta = load_model(tmp_path / "out")
+    assert meta["step"] == 7 and meta["training"]["n_points"] == 5
+    assert meta["readout"]["answer"]["tokens"] == [0, 2, 4, 6, 8]
+    assert meta["prompt"]["token_roles"] == ["x_1", "y_1", "x_2", "y_2", "x_3", "y_3", "x_4", "y_4", "x_5", "y_5"]
+    x = torch.randn(2, 10, 3)
+    assert torch.equal(fresh(x, 2), model.eval()(x, 2))
+
+
 def test_rejects_foreign_json(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"format": "other", "version": 1}))
     with pytest.raises(ValueError, match="not an algoformer-export"):
