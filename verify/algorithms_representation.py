@@ -173,7 +173,8 @@ def _copy_errors(con, p: Regression, dtype, device: str) -> tuple[np.ndarray, np
 
 def copy_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dtypes: list[str],
                device: str) -> tuple[dict, list]:
-    """Rows over beta = m 2^k (scores stay exact): theta = e^{-beta margin}, C = beta, c = margin,
+    """Rows over beta = m 2^k (scores stay exact): theta = 1/beta (the softmax temperature),
+    C = beta margin (the exponent of the leak), c = margin,
     error_iterate = raw copy error, error_prediction = block error (both relative to max|x|),
     bound_step = 2 (n-1) e^{-beta margin} (``copy_error_bound`` per unit max|x|)."""
     from .sweep import DTYPES, Row, unit_roundoff
@@ -206,7 +207,7 @@ def copy_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], 
             ok = raw.max() <= bound + (n + 2) * u
             status = "ok" if ok and empty.max() == 0.0 else ("unzeroed" if ok else "over-bound")
             rows.append(Row(algorithm=algo.name, variant="copy", dtype=dtype_name, device=device,
-                            theta=math.exp(-beta * margin), C=beta, c=margin, error_iterate=float(raw.max()),
+                            theta=1.0 / beta, C=beta * margin, c=margin, error_iterate=float(raw.max()),
                             error_prediction=float(blk.max()), median_iterate=float(np.median(raw)),
                             median_prediction=float(np.median(blk)), growth=math.nan, bound_step=bound,
                             status=status, auto=beta == exact_beta))
@@ -224,14 +225,14 @@ def copy_verdict(rows: list, n: int) -> list[str]:
         decay = [r for r in rs if 1e-12 < r.error_iterate < 1e-2]
         law = ""
         if len(decay) >= 2:
-            slope = np.polyfit([r.C * r.c for r in decay], np.log([r.error_iterate for r in decay]), 1)[0]
+            slope = np.polyfit([r.C for r in decay], np.log([r.error_iterate for r in decay]), 1)[0]
             law = f"falls as e^({slope:.2f} beta*margin); "
         under = {"float64": 745, "float32": 104}.get(dtype, 745)
-        first = (f"exact (0) on these data from beta={exact[0].C:g} (beta*margin={exact[0].C * exact[0].c:.0f}: "
+        first = (f"exact (0) on these data from beta={1 / exact[0].theta:g} (beta*margin={exact[0].C:.0f}: "
                  f"the other weights fall below half an ulp of the copied value; guaranteed for every x only "
                  f"past the exp underflow, beta*margin >= {under})" if exact else "never exactly 0 on this grid")
         auto = [r for r in rs if r.auto]
-        auto_s = (f"; default beta={auto[0].C:g} (exact_pairing_beta) gives {auto[0].error_prediction:.2e}"
+        auto_s = (f"; default beta={1 / auto[0].theta:g} (exact_pairing_beta) gives {auto[0].error_prediction:.2e}"
                   if auto else "")
         lines.append(f"{dtype} copy: error within its bound 2(n-1) e^(-beta margin) max|x| at {held} of {len(rs)} "
                      f"betas; {law}{first}; empty slots {'exactly 0' if zeroed else 'NOT zero'} after the FFN"
