@@ -23,6 +23,7 @@ from algoformer import tasks
 from algoformer.tasks import Regression
 from constructions.autoregressive import ar_construction
 from constructions.copy import copy_construction, copy_error_bound, default_beta, window_reference
+from constructions.linearise import error_bound
 from constructions.representation import representation_construction
 
 from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
@@ -255,7 +256,6 @@ def gd_emulation_bound(f: Regression, ref: Trajectory, eta: float, temp, variant
     ||e_k||_2 <= sqrt(n_s) sum_{j<=k} b_j. The test token adds eta/n_s (F f_test) . e_j each step:
     |e_test,k| <= sum_{j<=k} b_j + eta/n_s ||F f_test||_2 sum_{j<k} ||e_j||_2. The bound is the larger.
     """
-    from constructions.linearise import error_bound
     ns = f.x.shape[1]
     pts = np.concatenate([f.x, f.x_test[:, None]], axis=1)
     a_max = float(np.abs(np.einsum("bni,bmi->bnm", pts, f.x)).max() / ns)
