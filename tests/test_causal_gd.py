@@ -75,6 +75,22 @@ def test_count_normaliser_is_exact_at_zero_scores():
         assert np.all(weights[t, :2] == 0.0)                         # e^{-800} underflows
 
 
+def test_loop_output_is_the_mirrored_mean_with_the_exact_count():
+    """One loop from w_0 = 0 (a_j = -y_j): the heads return -eta f(c)/c with f(c) = sum_{j<i} x_j
+    sinh(c a_j) / sum_{j<i} cosh(c a_j) -- the count 2(i-1) cancels exactly; what remains of the
+    normaliser is mean cosh(c a) - 1 <= theta^2 / 2, which is part of the theta^2 truncation."""
+    p = _problem(seed=6)
+    con, eta, a, temps = _build(p, 1e-1)
+    _, states = reference.run(con.weights, con.encode(p.x, p.y, p.x_test), 1)
+    got = con.iterate.read(con.layout, states[1])
+    c = temps["mean"].c
+    ca = -c * p.y[..., 0]                                               # (B, N)
+    for i in range(2, N + 2):
+        f = np.einsum("bj,bjd->bd", np.sinh(ca[:, :i - 1]), p.x[:, :i - 1]) / np.cosh(ca[:, :i - 1]).sum(1)[:, None]
+        assert np.allclose(got[:, i - 1], -eta * f / c * 1.0, rtol=1e-12, atol=1e-14)
+        assert np.all(np.cosh(ca[:, :i - 1]).mean(1) - 1 <= (c * np.abs(p.y).max()) ** 2 / 2 * 1.01)
+
+
 @given(st.integers(1, 12), st.integers(1, 4), st.floats(1e-4, 0.5), st.integers(0, 2**16))
 def test_mirrored_mean_within_its_bound(pairs, d, theta, seed):
     """One mirrored-mean head vs mean_j v_j a_j: |error| <= theta^2 max|v| max|a| + rounding."""
