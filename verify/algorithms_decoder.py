@@ -19,7 +19,6 @@ from algoformer import tasks
 from algoformer.tasks import Regression
 from constructions.causal_gd import causal_gd_construction
 from constructions.chain_of_thought import COT_LAYERS, cot_construction, cot_positions
-from constructions.linearise import Temperature
 
 from .algorithms import Algorithm, Options, _bound_violations
 from .references import Trajectory
