@@ -44,7 +44,6 @@ Where this differs from the printed proof, and why:
 """
 from __future__ import annotations
 
-import numpy as np
 
 from algoformer.tasks import MLP
 
