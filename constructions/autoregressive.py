@@ -44,7 +44,6 @@ Where this differs from the printed proof, and why:
 """
 from __future__ import annotations
 
-
 from algoformer.tasks import MLP
 
 from .copy import SequenceConstruction, copy_block, default_beta, gate, n_embeddings, sequence_layout
