@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from constructions.linearise import Temperature, error_bound
+from constructions.linearise import estimate, is_mirror
 
 from .sweep import DTYPES, Row, rows_as_dicts, unit_roundoff
 
@@ -66,17 +66,21 @@ def verdict_lines(rows: list[Row], n: int) -> list[str]:
             slope = np.polyfit(np.log10([r.theta for r in falling]),
                                np.log10([max(r.error_prediction, 1e-300) for r in falling]), 1)[0]
             law = f"falls as theta^{slope:.1f} down to "
-        terms = error_bound(variant, Temperature(best.C, best.c), n, 1.0, 1.0, unit_roundoff(DTYPES[dtype]))
-        setter = max(("truncation", "leakage", "rounding"), key=lambda k: terms[k])
-        reason = {"rounding": "rounding: the softmax forms exp(c*a - C), resolving c*a only to ~ulp(C), "
-                              "amplified by 1/c (bound term u(C+n)/theta)",
-                  "truncation": "truncation of exp(c*a) (bound term theta^P)",
+        t_, l_, r_ = estimate(variant, best.theta, best.C, n, unit_roundoff(DTYPES[dtype]))
+        terms = {"truncation": float(t_), "leakage": float(l_), "rounding": float(r_)}
+        setter = max(terms, key=terms.get)
+        mirror = is_mirror(variant)
+        reason = {"rounding": ("rounding: the heads' O(theta) difference is divided by c (estimate u/theta)" if mirror
+                               else "rounding: the softmax forms exp(c*a - C), resolving c*a only to ~ulp(C), "
+                                    "amplified by 1/c (estimate u C/theta)"),
+                  "truncation": "truncation of exp(c*a) (estimate theta^P)",
                   "leakage": "sink leakage n e^{-C}"}[setter]
         below = [r for r in sweep if r.theta < best.theta]
         rise = (f"; below it the error rises again ({_fmt(below[-1].error_prediction).strip()} at "
                 f"theta={below[-1].theta:.0e})") if below else ""
         over = [r for r in rs if r.status == "overflow"]
-        ovf = f"; e^C/c overflows {dtype} at theta={over[0].theta:.0e} (C={over[0].C:.0f})" if over else ""
+        what = "n/c" if is_mirror(variant) else "e^C/c"
+        ovf = f"; the value weights {what} overflow {dtype} at theta={over[0].theta:.0e} (C={over[0].C:.0f})" if over else ""
         auto = [r for r in rs if r.auto]
         auto_s = ""
         if auto:
