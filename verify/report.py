@@ -120,7 +120,7 @@ def write_plot(path: str, rows: list[Row], title: str) -> None:
         for r in rs:
             if r.auto and r.status == "ok":
                 ax.plot([1 / r.theta], [max(r.error_prediction, 1e-17)], "*", ms=12, color=line.get_color())
-    ax.set_xlabel("temperature 1/theta   (theta = c * max|a|, C = ln(20n) + P ln(1/theta))")
+    ax.set_xlabel("temperature 1/theta   (theta = c * max|a|; sink variants: C = ln(20n) + P ln(1/theta))")
     ax.set_ylabel("relative error of the prediction (max over problems)")
     ax.set_title(title + "  (star: automatic temperature)")
     ax.grid(True, which="major", alpha=0.3)
