@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from constructions.linearise import estimate, is_mirror
+from constructions.linearise import estimate, is_mirror, order
 
 from .sweep import DTYPES, Row, rows_as_dicts, unit_roundoff
 
@@ -76,6 +76,10 @@ def verdict_lines(rows: list[Row], n: int) -> list[str]:
                   "truncation": "truncation of exp(c*a) (estimate theta^P)",
                   "leakage": "sink leakage n e^{-C}"}[setter]
         below = [r for r in sweep if r.theta < best.theta]
+        if below and below[-1].error_prediction > 10 * best.error_prediction:
+            reason = (f"rounding, which rises as 1/theta below it, meeting truncation (theta^{order(variant)}) "
+                      + ("above it (mirror: no sink, no C)" if mirror else
+                         "above it; with a sink the softmax resolves c*a only to ~ulp(C), so u*C/theta"))
         rise = (f"; below it the error rises again ({_fmt(below[-1].error_prediction).strip()} at "
                 f"theta={below[-1].theta:.0e})") if below else ""
         over = [r for r in rs if r.status == "overflow"]

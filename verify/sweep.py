@@ -101,8 +101,9 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
 
 
 def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
-    """Run rows from high to low theta until two rows in a row have lost the signal after the
-    error has started falling; then find the overflow point by building weights only."""
+    """Run rows from high to low theta until the floor is clearly passed (two rows in a row at least
+    10x above the best error so far, or two rows that lost the signal); then find the overflow point
+    by building weights only, without running them."""
     rows: list[Row] = []
     bad = 0
     for i, theta in enumerate(thetas):
@@ -110,8 +111,9 @@ def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
         rows.append(row)
         if row.status == "overflow":
             return rows
-        seen_ok = any(r.status == "ok" for r in rows)
-        bad = bad + 1 if (row.status != "ok" and seen_ok) else 0
+        ok = [r.error_prediction for r in rows if r.status == "ok"]
+        past_floor = row.status == "ok" and len(ok) > 1 and row.error_prediction >= 10 * min(ok[:-1])
+        bad = bad + 1 if ((row.status != "ok" and ok) or past_floor) else 0
         if bad == 2:
             for theta2 in thetas[i + 1:]:
                 if build_overflows(theta2):
