@@ -12,8 +12,9 @@ import torch
 from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
 from .algorithms import ALGORITHMS, Options
+from .emulate import tf32_matmuls
 from .report import format_config, format_table, verdict_lines, write_json, write_plot
-from .sweep import run_sweep
+from .sweep import PRECISIONS, available, run_sweep
 
 
 class ArgumentError(Exception):
@@ -55,13 +56,46 @@ def _variants(s: str) -> list[str]:
     return names
 
 
+DTYPE_WORDS = {"both": ["float64", "float32"], "all": list(PRECISIONS)}
+DTYPE_HELP = f"{', '.join(PRECISIONS)}, both (= float64,float32), all (every one the device has), or a comma list"
+
+
+def _dtypes(s: str) -> str:
+    """Checks the names; the device check (tf32 needs CUDA) comes once the device is resolved."""
+    if s in DTYPE_WORDS:
+        return s
+    names = [v.strip() for v in s.split(",")]
+    if not s or any(v not in PRECISIONS for v in names):
+        raise argparse.ArgumentTypeError(f"expected one of {DTYPE_HELP}, got {s!r}")
+    return s
+
+
+def resolve_dtypes(s: str, device: str) -> list[str]:
+    """The dtype names to run on ``device``. ``all`` skips (with a printed note) those the device
+    lacks; naming one the device lacks is an argument error."""
+    if s == "all":
+        names = [v for v in PRECISIONS if available(v, device)]
+        for v in PRECISIONS:
+            if not available(v, device):
+                print(f"note: --dtype all skips {v} (it needs {' or '.join(PRECISIONS[v].devices)}; device={device})")
+        return names
+    names = list(dict.fromkeys(DTYPE_WORDS.get(s) or [v.strip() for v in s.split(",")]))
+    bad = [v for v in names if not available(v, device)]
+    if bad:
+        allowed = ", ".join(v for v in PRECISIONS if available(v, device))
+        raise ArgumentError(f"argument --dtype: {bad[0]!r} needs device "
+                            f"{' or '.join(PRECISIONS[bad[0]].devices)}, but device={device}; "
+                            f"allowed here: {allowed}, both, all, or a comma list")
+    return names
+
+
 def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
     p.add_argument("--iters", type=_int_in(0, 10_000), default=20, help="loops T (default 20)")
     p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples (default 40)")
     p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension (default 20)")
     p.add_argument("--problems", type=_int_in(1, 100_000), default=64, help="seeded problems (default 64)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
-    p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
+    p.add_argument("--dtype", type=_dtypes, default="both", help=f"{DTYPE_HELP} (default both)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument("--variant", type=_variants, default=[DEFAULT_VARIANT],
                    help=f"linearisation variant(s): comma list of {', '.join(VARIANTS)}, or all "
@@ -125,15 +159,30 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def _sweep(algo, opts: Options, iters: int, variants: list[str], dtypes: list[str], device: str):
+    """The algorithm's sweep. ``run_sweep`` switches TF32 on inside each emulation; a custom sweep
+    (which runs the model itself) is run once per dtype, TF32 switched on around the tf32 one."""
+    if algo.sweep is None or not any(PRECISIONS[d].tf32 for d in dtypes):
+        return (algo.sweep or run_sweep)(algo, opts, iters, variants, dtypes, device)
+    config, rows = None, []
+    for d in dtypes:
+        with tf32_matmuls(PRECISIONS[d].tf32):
+            c, r = algo.sweep(algo, opts, iters, variants, [d], device)
+        config = config or c
+        rows += r
+    config["dtypes"] = dtypes
+    return config, rows
+
+
 def run_algorithm(args: argparse.Namespace) -> int:
     algo = ALGORITHMS[args.algorithm]
     device = resolve_device(args.device)
-    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    dtypes = resolve_dtypes(args.dtype, device)
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
                    step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
     if "q" in algo.options and args.q >= args.N:
         raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
-    config, rows = (algo.sweep or run_sweep)(algo, opts, args.iters, args.variant, dtypes, device)
+    config, rows = _sweep(algo, opts, args.iters, args.variant, dtypes, device)
     config["torch"] = torch.__version__
     print(format_config(config))
     if not rows:

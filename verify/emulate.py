@@ -3,9 +3,12 @@
 ``emulate(construction, problem, iters, dtype, device)`` returns the same ``Trajectory`` as the
 numpy references: the iterate register after TF_pre (k = 0) and after every loop, and the answer
 read after TF_post applied to every one of those states. Problems are batched: one forward pass
-per loop for the whole batch.
+per loop for the whole batch. ``dtype`` is a torch dtype or a name of ``sweep.PRECISIONS``
+("float64", "float32", "bfloat16", "tf32": float32 storage with TF32 matmuls, CUDA only).
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -17,10 +20,44 @@ from constructions.prompt import Construction
 from .references import Trajectory
 
 
-def emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dtype = torch.float64,
+@contextlib.contextmanager
+def tf32_matmuls(on: bool = True):
+    """Switch TF32 on for CUDA matmuls and cuDNN inside the block (if ``on``); restore the flags after."""
+    if not on:
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> tuple[torch.dtype, bool]:
+    """(storage dtype, TF32 matmuls?) for a torch dtype or a ``PRECISIONS`` name."""
+    if isinstance(dtype, torch.dtype):
+        return dtype, False
+    from .sweep import PRECISIONS        # here: the sweep imports this module
+    p = PRECISIONS[dtype]
+    return p.storage, p.tf32
+
+
+def emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dtype | str = torch.float64,
             device: str = "cpu", every_prediction: bool = True) -> Trajectory:
     """``every_prediction=False`` runs TF_post only after the last loop (the sweep's case); the
-    predictions of earlier loops are then NaN, the shapes are unchanged."""
+    predictions of earlier loops are then NaN, the shapes are unchanged. The trajectory comes back
+    in float64 (cast from the run's dtype), so errors against the reference are formed in float64."""
+    dtype, tf32 = resolve_dtype(dtype)
+    if tf32 and torch.device(device).type != "cuda":
+        raise ValueError(f"device={device!r} is invalid for tf32: TF32 matmuls need a CUDA device")
+    with tf32_matmuls(tf32):
+        return _emulate(con, problem, iters, dtype, device, every_prediction)
+
+
+def _emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dtype, device: str,
+             every_prediction: bool) -> Trajectory:
     model = build_model(con.weights, dtype=dtype, device=device)
     tokens = torch.from_numpy(con.encode(problem.x, problem.y, problem.x_test)).to(dtype=dtype, device=device)
     lay = con.layout

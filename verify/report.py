@@ -9,7 +9,7 @@ import numpy as np
 
 from constructions.linearise import estimate, is_mirror, order
 
-from .sweep import DTYPES, Row, rows_as_dicts, unit_roundoff
+from .sweep import LOST, Row, rows_as_dicts, unit_roundoff
 
 
 def format_config(config: dict) -> str:
@@ -60,13 +60,16 @@ def verdict_lines(rows: list[Row], n: int) -> list[str]:
             lines.append(f"{dtype} {variant}: no finite run (every temperature overflowed or failed)")
             continue
         best = min(sweep, key=lambda r: r.error_prediction)
+        if not any(r.status == "ok" for r in sweep):
+            lines.append(_lost_line(dtype, variant, rs, best, n))
+            continue
         falling = [r for r in sweep if r.theta >= 10 * best.theta and r.theta <= 0.1]
         law = ""
         if len(falling) >= 2:
             slope = np.polyfit(np.log10([r.theta for r in falling]),
                                np.log10([max(r.error_prediction, 1e-300) for r in falling]), 1)[0]
             law = f"falls as theta^{slope:.1f} down to "
-        t_, l_, r_ = estimate(variant, best.theta, best.C, n, unit_roundoff(DTYPES[dtype]))
+        t_, l_, r_ = estimate(variant, best.theta, best.C, n, unit_roundoff(dtype))
         terms = {"truncation": float(t_), "leakage": float(l_), "rounding": float(r_)}
         setter = max(terms, key=terms.get)
         mirror = is_mirror(variant)
@@ -94,6 +97,28 @@ def verdict_lines(rows: list[Row], n: int) -> list[str]:
         lines.append(f"{dtype} {variant}: prediction error {law}a floor of {best.error_prediction:.2e} at "
                      f"theta={best.theta:.0e} (C={best.C:.1f}); floor set by {reason}{rise}{ovf}{auto_s}")
     return lines
+
+
+def _lost_line(dtype: str, variant: str, rs: list[Row], best: Row, n: int) -> str:
+    """Every temperature lost the signal (error > 0.5): say so, and what the estimates put the best
+    reachable error at for this dtype's unit roundoff (the sweep's schedule of C)."""
+    u = unit_roundoff(dtype)
+    theta = np.logspace(-12, 0, 241)
+    C = 0.0 if is_mirror(variant) else math.log(20 * n) + order(variant) * np.log(1.0 / theta)
+    t_, l_, r_ = estimate(variant, theta, C, n, u)
+    total = t_ + l_ + r_
+    i = int(np.argmin(total))
+    over = [r for r in rs if r.status == "overflow"]
+    what = "n/c" if is_mirror(variant) else "e^C/c"
+    ovf = f"; the value weights {what} overflow {dtype} at theta={over[0].theta:.0e}" if over else ""
+    zero = " (a problem's output sank to 0)" if abs(best.error_prediction - 1.0) < 1e-3 else ""
+    med = min((r for r in rs if not r.auto and r.status in ("ok", "lost")), key=lambda r: r.median_prediction)
+    return (f"{dtype} {variant}: the signal is lost at every temperature (best worst-problem prediction error "
+            f"{best.error_prediction:.2e} at theta={best.theta:.0e}{zero}, above {LOST}; best median "
+            f"{med.median_prediction:.2e} at theta={med.theta:.0e}); floor set by rounding: "
+            f"u={u:.1e} is too coarse, the estimates (truncation theta^{order(variant)} + rounding "
+            f"{'u/theta' if is_mirror(variant) else 'u C/theta'} per unit weight, amplified by the loops) "
+            f"bottom out at {total[i]:.1e} per head output near theta={theta[i]:.0e}{ovf}")
 
 
 def write_json(path: str, config: dict, rows: list[Row], verdict: list[str]) -> None:

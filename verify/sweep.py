@@ -8,6 +8,7 @@ One schedule drives both temperatures of every linearised head group g:
 Falling theta first lowers the truncation error (theta^P), then the rounding term u C / theta takes
 over (the floor), and finally e^C / c leaves the dtype's range (overflow). The automatic choice
 (``constructions.linearise.choose_temperature``, per group) is run as one more row, marked ``auto``.
+The unit roundoff and overflow limit come from ``PRECISIONS`` (float64, float32, bfloat16, tf32).
 """
 from __future__ import annotations
 
@@ -22,7 +23,30 @@ from constructions.linearise import Temperature, choose_temperature, error_bound
 from .algorithms import Algorithm, Options
 from .emulate import emulate, relative_error
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+@dataclass(frozen=True)
+class Precision:
+    """One arithmetic the emulation can run in: the storage dtype, the unit roundoff u of the
+    matmuls and softmax (which sets the rounding floor), the log of the largest finite value (which
+    sets the overflow of e^C / c or n / c), whether matmuls run in TF32, and the devices that have it."""
+    storage: torch.dtype
+    u: float
+    log_max: float
+    tf32: bool = False
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+
+_F32_LOG_MAX = math.log(float(torch.finfo(torch.float32).max))
+PRECISIONS: dict[str, Precision] = {
+    "float64": Precision(torch.float64, 2.0 ** -53, math.log(float(torch.finfo(torch.float64).max))),
+    "float32": Precision(torch.float32, 2.0 ** -24, _F32_LOG_MAX),
+    # bfloat16: 8 significand bits (u = 2^-8) but float32's exponent range
+    "bfloat16": Precision(torch.bfloat16, 2.0 ** -8, math.log(float(torch.finfo(torch.bfloat16).max))),
+    # TF32: float32 storage, matmul inputs rounded to 10 explicit mantissa bits (u = 2^-11); CUDA only
+    "tf32": Precision(torch.float32, 2.0 ** -11, _F32_LOG_MAX, tf32=True, devices=("cuda",)),
+}
+DTYPES = {name: p.storage for name, p in PRECISIONS.items()}   # storage dtype per name
+_BY_TORCH = {p.storage: p for name, p in PRECISIONS.items() if not p.tf32}
 THETAS = [10.0 ** -k for k in range(13)] + [1e-14, 1e-16, 1e-20, 1e-24, 1e-32, 1e-48, 1e-64,
                                             1e-96, 1e-128, 1e-160, 1e-192, 1e-256]
 LOST = 0.5   # a relative error above this means the emulation no longer tracks the algorithm
@@ -47,12 +71,25 @@ class Row:
     auto: bool = False
 
 
-def unit_roundoff(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).eps) / 2
+def precision(dtype: str | torch.dtype) -> Precision:
+    """The table entry for a name (``PRECISIONS``) or a torch dtype (its plain, non-TF32 entry)."""
+    if isinstance(dtype, str):
+        return PRECISIONS[dtype]
+    if dtype in _BY_TORCH:
+        return _BY_TORCH[dtype]
+    raise KeyError(f"no precision entry for {dtype}")
 
 
-def log_max(dtype: torch.dtype) -> float:
-    return math.log(float(torch.finfo(dtype).max))
+def unit_roundoff(dtype: str | torch.dtype) -> float:
+    return precision(dtype).u
+
+
+def log_max(dtype: str | torch.dtype) -> float:
+    return precision(dtype).log_max
+
+
+def available(name: str, device: str) -> bool:
+    return device in PRECISIONS[name].devices
 
 
 def schedule_temps(theta: float, variant: str, n: int, scores: dict[str, float]) -> dict[str, Temperature]:
@@ -60,15 +97,15 @@ def schedule_temps(theta: float, variant: str, n: int, scores: dict[str, float])
     return {g: Temperature(C, theta / a) for g, a in scores.items()}
 
 
-def auto_temps(variant: str, n: int, scores: dict[str, float], dtype: torch.dtype) -> dict[str, Temperature]:
+def auto_temps(variant: str, n: int, scores: dict[str, float], dtype: str | torch.dtype) -> dict[str, Temperature]:
     margin = 12.0  # e^12 headroom for the data values and the n-term sums that multiply e^C / c
     return {g: choose_temperature(variant, n, a, unit_roundoff(dtype), log_max(dtype) - margin)
             for g, a in scores.items()}
 
 
-def weights_overflow(con, dtype: torch.dtype) -> bool:
+def weights_overflow(con, dtype: str | torch.dtype) -> bool:
     """True when some constructed weight (e^C / c times a value map) is beyond the dtype's range."""
-    big = float(torch.finfo(dtype).max)
+    big = float(torch.finfo(precision(dtype).storage).max)
     w = con.weights
     return any(np.abs(h.value).max() >= big or not np.isfinite(h.value).all()
                for layer in w.pre + w.loop + w.post for h in layer.heads)
@@ -76,19 +113,18 @@ def weights_overflow(con, dtype: torch.dtype) -> bool:
 
 def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dtype_name, device,
          iters, theta, auto) -> Row:
-    dtype = DTYPES[dtype_name]
     with np.errstate(over="ignore", invalid="ignore"):
         con = algo.build(opts, step, temps, variant)
     loop = temps.get("loop", next(iter(temps.values())))
     n = 2 * opts.N + 2
-    bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype))["total"]
+    bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype_name))["total"]
     base = dict(algorithm=algo.name, variant=variant, dtype=dtype_name, device=device, theta=theta,
                 C=loop.C, c=loop.c, bound_step=bound, auto=auto)
     nan = float("nan")
     blank = dict(error_iterate=nan, error_prediction=nan, median_iterate=nan, median_prediction=nan, growth=nan)
-    if weights_overflow(con, dtype):
+    if weights_overflow(con, dtype_name):
         return Row(**base, **blank, status="overflow")
-    emu = emulate(con, problem, iters, dtype, device, every_prediction=False)
+    emu = emulate(con, problem, iters, dtype_name, device, every_prediction=False)
     if not (np.isfinite(emu.iterates).all() and np.isfinite(emu.predictions[:, -1]).all()):
         return Row(**base, **blank, status="diverged")
     e_it = np.stack([relative_error(emu.iterates[:, t], ref.iterates[:, t]) for t in range(iters + 1)], 1)
@@ -102,7 +138,8 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
 
 def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
     """Run rows from high to low theta until the floor is clearly passed (two rows in a row at least
-    10x above the best error so far, or two rows that lost the signal); then find the overflow point
+    10x above the best error so far, or two rows that lost the signal; with no good row yet (a coarse
+    dtype such as bfloat16), two rows whose output has sunk to ~0); then find the overflow point
     by building weights only, without running them."""
     rows: list[Row] = []
     bad = 0
@@ -114,6 +151,9 @@ def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
         ok = [r.error_prediction for r in rows if r.status == "ok"]
         past_floor = row.status == "ok" and len(ok) > 1 and row.error_prediction >= 10 * min(ok[:-1])
         bad = bad + 1 if ((row.status != "ok" and ok) or past_floor) else 0
+        if not ok and len(rows) >= 2 and all(r.status == "lost" and abs(r.error_prediction - 1.0) < 1e-3
+                                             for r in rows[-2:]):
+            bad = 2   # no row has tracked the algorithm and the output is now ~0: the signal is gone
         if bad == 2:
             for theta2 in thetas[i + 1:]:
                 if build_overflows(theta2):
@@ -162,10 +202,16 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
             def overflows(theta, variant=variant, dtype_name=dtype_name):
                 with np.errstate(over="ignore", invalid="ignore"):
                     con = algo.build(opts, step, schedule_temps(theta, variant, n, scores), variant)
-                return weights_overflow(con, DTYPES[dtype_name])
+                return weights_overflow(con, dtype_name)
 
             rows += _sweep_one(run_row, overflows, thetas or THETAS)
-            temps = auto_temps(variant, n, scores, DTYPES[dtype_name])
+            try:
+                temps = auto_temps(variant, n, scores, dtype_name)
+            except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
+                nan = float("nan")
+                rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
+                                nan, nan, "overflow", True))
+                continue
             loop = temps.get("loop", next(iter(temps.values())))
             rows.append(_row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters,
                              loop.c * scores.get("loop", next(iter(scores.values()))), True))
