@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from .layer import param_count
-from .training import checkpoint
+from .training import checkpoint, initialisers
 from .training.config import RESUMABLE_CHANGES, TrainConfig
 from .training.loss import Eq3Loss, masked_mean, position_errors
 from .training.metrics import MetricsWriter
@@ -55,35 +55,62 @@ def build_parser() -> argparse.ArgumentParser:
         flags = ["--" + f.name.replace("_", "-")]
         if f.name == "d":
             flags.append("--dim")        # torchrun's parser rejects "--d" as an ambiguous prefix
-        if f.type in ("bool",):
+        if f.name in SHAPED:        # None = not given: the default, or the construction's (--init-from)
+            p.add_argument(*flags, type=_bool if f.type == "bool" else int, default=None, dest=f.name)
+        elif f.type in ("bool",):
             p.add_argument(*flags, type=_bool, default=f.default, metavar="BOOL", dest=f.name)
-        elif f.name == "layers":
-            p.add_argument(*flags, type=int, default=None, dest=f.name)
+        elif f.name == "init_from":
+            p.add_argument(*flags, default=None, dest=f.name, metavar="NAME",
+                           help="start from constructed weights: " + (", ".join(initialisers.available()) or
+                                                                      "none registered"))
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
             p.add_argument(*flags, type=kind, default=defaults[f.name].default, dest=f.name)
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (as if preempted) after this step, having written a checkpoint")
-    p.add_argument("--init-from", choices=("gd", "newton", "representation"), default=None,
-                   help="start from constructed weights (not supported yet)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    if args.init_from is not None:
-        raise UsageError(f"--init-from {args.init_from} is not supported yet: the constructions are "
-                         "not wired into training (train from scratch instead)")
+    try:
+        _fill_shaped(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.stop_after < 0:
         raise UsageError(f"--stop-after={args.stop_after} is invalid: expected an integer >= 0")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        cfg = TrainConfig(**_known(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return cfg, args
+
+
+SHAPED = ("width", "heads", "layers", "curriculum")   # dictated by the construction under --init-from
+
+
+def _fill_shaped(args: argparse.Namespace) -> None:
+    """Flags left out take the default, or under --init-from the construction's value (the curriculum
+    off); a flag given explicitly is kept, and TrainConfig rejects one that conflicts."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    shape = None
+    if args.init_from is not None:
+        plugin = initialisers.load(args.init_from)
+        if args.task in plugin.tasks and (args.model == "algoformer"):
+            shape = plugin.shape(TrainConfig(**{**_known(args), "width": 1, "heads": 1, "layers": None,
+                                                "curriculum": False, "init_from": None}))
+    for name in SHAPED:
+        if getattr(args, name) is None:
+            value = defaults[name] if args.init_from is None else \
+                (False if name == "curriculum" else getattr(shape, name, defaults[name]))
+            setattr(args, name, value)
+
+
+def _known(args: argparse.Namespace) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +193,12 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     ckpt = _load_for_resume(cfg, ckpt_path) if resume else None
     out.mkdir(parents=True, exist_ok=True)
 
-    task, spec, cur = cfg.task_spec(), cfg.model_spec(), cfg.curriculum_schedule()
+    task, cur = cfg.task_spec(), cfg.curriculum_schedule()
+    init = initialisers.load(cfg.init_from).build(cfg) if cfg.init_from is not None else None
+    encode = init.encode if init is not None else _same
     torch.manual_seed(cfg.seed)
-    model = build_model(spec, cfg.d, task.d_out, task.n_tokens(cfg.n_points)).to(device)
+    model = (init.model if init is not None else
+             build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))).to(device)
     loss_mod: torch.nn.Module = Eq3Loss(model)
     if ddp.on:
         loss_mod = torch.nn.parallel.DistributedDataParallel(
@@ -193,7 +223,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     if ddp.rank == 0:
         metrics.truncate_after(step if ckpt is not None else 0)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        _print_header(cfg, model, device, amp, ddp, step)
+        _print_header(cfg, model, device, amp, ddp, step, init)
 
     local_batch = cfg.batch_size // ddp.world
     bar = _progress(cfg.steps, step, disabled=quiet or ddp.rank != 0)
@@ -201,14 +231,16 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     t_log, step_log = time.perf_counter(), step
     while step < cfg.steps:
         stage = cur.at(step)
-        prompt = task.sample(rng, local_batch, stage["points"],
-                             stage["dims"] if task.uses_dim_curriculum else None)
+        prompt = encode(task.sample(rng, local_batch, stage["points"],
+                                    stage["dims"] if task.uses_dim_curriculum else None))
         tokens, targets, weight = _to_device(prompt, device)
         model.train()
         with autocast:
             loss = loss_mod(tokens, targets, weight, stage["loops"], cfg.delta_T, cfg.truncate)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
         opt.step()
         step += 1
         bar.update(1)
@@ -222,7 +254,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
             t_log, step_log = now, step
             bar.set_postfix(loss=f"{loss_val:.4g}", zero=f"{last['zero_loss']:.3g}", T=stage["loops"])
         if ddp.rank == 0 and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
-            metrics.write(step=step, kind="eval", **evaluate_now(cfg, model, device, stage, autocast),
+            metrics.write(step=step, kind="eval", **evaluate_now(cfg, model, device, stage, autocast, encode),
                           T=stage["loops"], points=stage["points"], dims=stage["dims"])
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or final:
             _save(ckpt_path, cfg, model, opt, rng, step, stage, ddp)
@@ -243,13 +275,13 @@ def _mean_over_ranks(loss: torch.Tensor, ddp: Dist) -> float:
 
 
 @torch.no_grad()
-def evaluate_now(cfg: TrainConfig, model, device, stage: dict, autocast) -> dict:
+def evaluate_now(cfg: TrainConfig, model, device, stage: dict, autocast, encode=None) -> dict:
     """Loss at the current curriculum stage after T loops, on a fixed batch (own seed: the training
     RNG is untouched, so evaluating does not change the run)."""
     rng = np.random.default_rng([cfg.seed, 2**31])
     task = cfg.task_spec()
-    prompt = task.sample(rng, cfg.eval_batch, stage["points"],
-                         stage["dims"] if task.uses_dim_curriculum else None)
+    prompt = (encode or _same)(task.sample(rng, cfg.eval_batch, stage["points"],
+                                           stage["dims"] if task.uses_dim_curriculum else None))
     tokens, targets, weight = _to_device(prompt, device)
     model.eval()
     with autocast:
@@ -282,13 +314,20 @@ def _load_for_resume(cfg: TrainConfig, path: Path) -> dict | None:
     return ckpt
 
 
-def _print_header(cfg: TrainConfig, model, device, amp: bool, ddp: Dist, step: int) -> None:
+def _same(prompt):
+    return prompt
+
+
+def _print_header(cfg: TrainConfig, model, device, amp: bool, ddp: Dist, step: int, init=None) -> None:
+    layers = cfg.layers if init is not None else cfg.model_spec().n_layers
     print(f"algoformer.train: task={cfg.task} model={cfg.model} d={cfg.d} N={cfg.n_points} "
-          f"width={cfg.width} heads={cfg.heads} layers={cfg.model_spec().n_layers} "
+          f"width={cfg.width} heads={cfg.heads} layers={layers} "
           f"(T, delta_T)=({cfg.train_loops}, {cfg.delta_T})", flush=True)
+    if init is not None:
+        print(f"  {init.description}", flush=True)
     print(f"  params={param_count(model):,} device={device} dtype=float32 autocast={'bf16' if amp else 'off'} "
           f"compile={cfg.compile} seed={cfg.seed} batch={cfg.batch_size} processes={ddp.world} "
-          f"lr={cfg.lr} steps={cfg.steps} start_step={step} out={cfg.out}", flush=True)
+          f"lr={cfg.lr} (warmup={cfg.warmup}, {cfg.schedule}) steps={cfg.steps} start_step={step} out={cfg.out}", flush=True)
 
 
 def _progress(total: int, initial: int, disabled: bool):

@@ -89,7 +89,9 @@ def test_resume_after_sigkill(tmp_path):
     (["--d", "0"], "d"),
     (["--lr", "-1"], "lr"),
     (["--delta-T", "0"], "delta_T"),
-    (["--init-from", "gd"], "init-from"),
+    (["--init-from", "nope"], "init_from"),
+    (["--warmup", "-1"], "warmup"),
+    (["--schedule", "linear"], "schedule"),
     (["--steps", "ten"], "steps"),
     (["--no-such-flag"], "no-such-flag"),
 ])

@@ -6,9 +6,11 @@ shorter (set ``steps``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from . import initialisers
 from .curriculum import Curriculum, yang_curriculum
 from .models import MODELS, ModelSpec
 from .prompts import TASKS, TaskSpec
@@ -38,6 +40,9 @@ class TrainConfig:
     loop_interval: int = 500       # steps between loop increments
     batch_size: int = 64           # global batch (split over DDP ranks)
     lr: float = 1e-4
+    warmup: int = 0                # steps of linear learning-rate warm-up from lr / warmup to lr
+    schedule: Literal["constant", "cosine"] = "constant"   # after warm-up: constant, or cosine decay to lr_min
+    lr_min: float = 0.0            # the cosine schedule's final learning rate
     steps: int = 10000
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:K
@@ -51,6 +56,7 @@ class TrainConfig:
     ckpt_every: int = 500          # 0 = only at the end
     metrics: Literal["jsonl", "csv"] = "jsonl"
     out: str = "runs/default"
+    init_from: str | None = None   # start from a construction's weights (``initialisers``); None = from scratch
 
     def __post_init__(self) -> None:
         _check(self.task in TASKS, "task", self.task, "one of " + ", ".join(TASKS))
@@ -59,11 +65,15 @@ class TrainConfig:
                      "eval_batch", "curriculum_interval", "loop_interval"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
-        for name in ("eval_every", "ckpt_every", "seed", "phi_seed", "threads"):
+        for name in ("eval_every", "ckpt_every", "seed", "phi_seed", "threads", "warmup"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 0, name, v, "an integer >= 0")
         _check(self.noise >= 0, "noise", self.noise, "a float >= 0")
         _check(self.lr > 0, "lr", self.lr, "a float > 0")
+        _check(self.schedule in ("constant", "cosine"), "schedule", self.schedule, "one of constant, cosine")
+        _check(0 <= self.lr_min <= self.lr, "lr_min", self.lr_min, f"a float in [0, lr={self.lr}]")
+        _check(self.warmup < self.steps or self.warmup == 0, "warmup", self.warmup,
+               f"an integer in [0, steps={self.steps})")
         if self.model != "standard":
             _check(isinstance(self.T, int) and self.T >= 1, "T", self.T, "an integer >= 1 for a looped model")
             _check(isinstance(self.delta_T, int) and 1 <= self.delta_T, "delta_T", self.delta_T,
@@ -74,7 +84,26 @@ class TrainConfig:
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device", self.device, "one of auto, cpu, cuda, cuda:K")
-        self.task_spec(), self.model_spec(), self.curriculum_schedule()   # their own validation
+        self.task_spec(), self.curriculum_schedule()   # their own validation
+        if self.init_from is None:
+            self.model_spec()
+        else:
+            self._check_init()
+
+    def _check_init(self) -> None:
+        """The construction dictates the model: task, model kind, fixed N, width, heads, layers."""
+        plugin, name = initialisers.load(self.init_from), repr(self.init_from)
+        _check(self.task in plugin.tasks, "task", self.task, f"one of {', '.join(plugin.tasks)} with init_from={name}")
+        _check(self.model == "algoformer", "model", self.model,
+               f"algoformer with init_from={name} (the constructions are pre/loop/post AlgoFormers)")
+        _check(not self.curriculum, "curriculum", self.curriculum,
+               f"false with init_from={name} (the construction is built for n_points={self.n_points})")
+        shape = plugin.shape(self)
+        for field, want, what in (("width", shape.width, "the construction's width"),
+                                  ("heads", shape.heads, f"the most heads per layer; {shape.detail}"),
+                                  ("layers", shape.layers, "the most layers per stage")):
+            _check(getattr(self, field) == want, field, getattr(self, field),
+                   f"{want} with init_from={name} ({what}; leave --{field} out)")
 
     # -- the pieces --------------------------------------------------------------------------------
     def task_spec(self) -> TaskSpec:
@@ -91,6 +120,17 @@ class TrainConfig:
     def curriculum_schedule(self) -> Curriculum:
         return yang_curriculum(self.d, self.n_points, self.train_loops, self.curriculum,
                                self.curriculum_interval, self.loop_interval)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of update ``step`` (0-based): a pure function of the step, so a resumed
+        run continues the schedule exactly. Warm-up: lr (step + 1) / warmup; then constant, or a
+        cosine from lr to lr_min over the remaining steps."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return self.lr
+        frac = (step - self.warmup) / max(self.steps - self.warmup, 1)
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,6 +66,11 @@ class TaskSpec:
         return {"linear": 2 * n_points, "representation": 2 * n_points, "ar": n_points,
                 "cot": n_points * (self.L + 1)}[self.name]
 
+    @property
+    def phi(self) -> tasks.MLP | None:
+        """The fixed representation Phi* (representation: R^d -> R^d; AR: R^{qd} -> R^d), else None."""
+        return self._phi
+
     def _make_phi(self) -> tasks.MLP | None:
         rng = np.random.default_rng(self.phi_seed)
         if self.name == "representation":
