@@ -183,6 +183,17 @@ def error_bound(variant: str, temp: Temperature, n: int, a_max: float, sum_abs_v
     return {"truncation": trunc, "leakage": leak, "rounding": rnd, "total": trunc + leak + rnd}
 
 
+def error_bound_total(variant: str, temp: Temperature, n: int, a_max, sum_abs_v, unit_roundoff: float) -> np.ndarray:
+    """``error_bound(...)["total"]`` for arrays of a_max and sum_abs_v (one per problem, say); inf
+    where the bound is not finite (a score beyond the mirror bound's radius, an overflow)."""
+    check_variant(variant)
+    a = np.asarray(a_max, float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        trunc, leak, rnd = _terms(variant, temp.c * a, temp.C, n, unit_roundoff)
+        total = (trunc + leak + rnd) * a * np.asarray(sum_abs_v, float)
+    return np.where(np.isfinite(total), total, np.inf)
+
+
 def estimate(variant: str, theta, C, n: int, unit_roundoff: float):
     """Leading-order *estimates* (not bounds) of the relative error terms, per unit a_max and s_v:
     truncation |sum_h w_h sigma_h^{P+1}| theta^P / (P+1)!, leakage 2 n e^{-C} (sink only), rounding

@@ -18,6 +18,7 @@ from constructions.linearise import Temperature
 from constructions.newton import alpha_limit, loop_score_bound, newton_construction
 from constructions.prompt import Construction
 
+from .bounds import gd_emulation_bound, newton_emulation_bound
 from .references import Trajectory, gd_reference, newton_reference
 
 
@@ -49,6 +50,10 @@ class Algorithm:
     sweep: Callable | None = None      # replaces ``sweep.run_sweep`` (same signature), e.g. over beta
     verdict: Callable | None = None    # replaces ``report.verdict_lines`` (rows, n) -> lines
     options: tuple[str, ...] = ()      # extra CLI options this algorithm takes, e.g. ("q",)
+    # (problem, ref, step, iters, temps, variant, n, u) -> (B,) bound on |prediction error| after T loops
+    emulation_bound: Callable | None = None
+    # (problem, iters, step, numpy dtype) -> Trajectory: the algorithm in another arithmetic
+    reference_in: Callable | None = None
 
 
 def _bound_violations(problem: Regression, opts: Options) -> np.ndarray:
@@ -83,6 +88,9 @@ GD = Algorithm(
     build=lambda o, eta, temps, variant: gd_construction(o.d, o.N, eta, temps["loop"], o.m, variant, o.x_bound,
                                                           register_bound=o.register_bound),
     reference=gd_reference,
+    emulation_bound=lambda p, ref, eta, iters, temps, variant, n, u:
+        gd_emulation_bound(p, ref, eta, temps["loop"], variant, n, u)[:, -1],
+    reference_in=gd_reference,
 )
 
 
@@ -113,6 +121,9 @@ NEWTON = Algorithm(
     build=lambda o, alpha, temps, variant: newton_construction(o.d, o.N, alpha, temps, variant, o.x_bound,
                                                                   register_bound=o.register_bound),
     reference=newton_reference,
+    emulation_bound=lambda p, ref, alpha, iters, temps, variant, n, u:
+        newton_emulation_bound(p, alpha, iters, temps, variant, n, u)["prediction"][:, -1],
+    reference_in=newton_reference,
 )
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}

@@ -27,6 +27,7 @@ from constructions.linearise import error_bound
 from constructions.representation import representation_construction
 
 from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
+from .bounds import gd_emulation_bound  # noqa: F401  (re-exported: its home was here)
 from .references import Trajectory, gd_reference
 
 AR_NOISE = 1.0   # the paper's innovations N(0, I)
@@ -242,32 +243,6 @@ def copy_verdict(rows: list, n: int) -> list[str]:
 
 
 COPY = dataclasses.replace(COPY, sweep=copy_sweep, verdict=copy_verdict)
-
-
-def gd_emulation_bound(f: Regression, ref: Trajectory, eta: float, temp, variant: str, n: int,
-                       unit_roundoff: float) -> np.ndarray:
-    """A bound on |emulated - numpy| of the GD iterate after every loop, per problem (B, T+1), for the
-    loop of Lemma A.2 run on the features f (what ``representation`` and ``ar`` loop over).
-
-    One emulated step is the exact step plus delta_k, |delta_k| <= b_k = ``linearise.error_bound`` with
-    a_max = max |f_j . f_i| / n_s and s_v = eta max sum_i |r_i|, taken at the numpy iterate and doubled
-    for the emulated one (whose registers differ by far less than their size). On the sample tokens
-    the exact map is r <- (I - eta K / n_s) r, K = F F^T, whose 2-norm is <= 1 for eta <= 2/lambda_max:
-    ||e_k||_2 <= sqrt(n_s) sum_{j<=k} b_j. The test token adds eta/n_s (F f_test) . e_j each step:
-    |e_test,k| <= sum_{j<=k} b_j + eta/n_s ||F f_test||_2 sum_{j<k} ||e_j||_2. The bound is the larger.
-    """
-    ns = f.x.shape[1]
-    pts = np.concatenate([f.x, f.x_test[:, None]], axis=1)
-    a_max = float(np.abs(np.einsum("bni,bmi->bnm", pts, f.x)).max() / ns)
-    r = ref.iterates[:, :, :ns]                                             # (B, T+1, ns, m)
-    s_v = 2.0 * eta * np.abs(r).sum(axis=2).max(axis=-1)                   # (B, T+1)
-    unit = error_bound(variant, temp, n, a_max, 1.0, unit_roundoff)["total"]
-    b = unit * s_v                                                          # per step, (B, T+1)
-    cum_b = np.concatenate([np.zeros((b.shape[0], 1)), np.cumsum(b[:, :-1], axis=1)], axis=1)
-    e_x = np.sqrt(ns) * cum_b
-    g = eta / ns * np.linalg.norm(np.einsum("bni,bi->bn", f.x, f.x_test), axis=1)[:, None]
-    e_test = cum_b + g * np.concatenate([np.zeros((b.shape[0], 1)), np.cumsum(e_x[:, :-1], axis=1)], axis=1)
-    return np.maximum(e_x, e_test)
 
 
 def ar_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dtypes: list[str],

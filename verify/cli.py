@@ -190,7 +190,8 @@ def run_algorithm(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(format_table(rows))
-    verdict = (algo.verdict or verdict_lines)(rows, 2 * args.N + 2)
+    verdict = (algo.verdict(rows, 2 * args.N + 2) if algo.verdict
+               else verdict_lines(rows, 2 * args.N + 2, config.get("arithmetic_floor")))
     print("verdict:")
     for line in verdict:
         print("  " + line)

@@ -13,11 +13,16 @@ from .sweep import LOST, Row, rows_as_dicts, unit_roundoff
 
 
 def format_config(config: dict) -> str:
-    keys = [k for k in config if k not in ("excluded", "score_bounds")]
+    keys = [k for k in config if k not in ("excluded", "score_bounds", "arithmetic_floor")]
     lines = ["configuration: " + ", ".join(f"{k}={config[k]}" for k in keys)]
     if config.get("score_bounds"):
         lines.append("score bounds max|a| per head group: "
                      + ", ".join(f"{g}={a:.4g}" for g, a in config["score_bounds"].items()))
+    for dtype, f in config.get("arithmetic_floor", {}).items():
+        against = "float64 numpy" if dtype != "float64" else "np.longdouble numpy"
+        lines.append(f"the algorithm itself in {dtype} arithmetic (numpy, same problems, against {against}): "
+                     f"prediction error max {f['prediction_max']:.2e}, median {f['prediction_median']:.2e}; "
+                     f"iterate max {f['iterate_max']:.2e}")
     if config["excluded"]:
         lines.append(f"excluded {len(config['excluded'])} problem(s) outside the construction's assumptions:")
         lines += [f"  problem {i}: {why}" for i, why in list(config["excluded"].items())[:10]]
@@ -30,7 +35,7 @@ def _fmt(x: float) -> str:
 
 def format_table(rows: list[Row]) -> str:
     head = (f"{'dtype':8} {'variant':12} {'theta':>9} {'C':>7} {'c':>9} {'err_iter':>9} {'err_pred':>9} "
-            f"{'med_pred':>9} {'growth':>9} {'bound':>9}  status")
+            f"{'med_pred':>9} {'growth':>9} {'bound':>9} {'bound_T':>9}  status")
     best = {k: min((r for r in rs if r.status == "ok"), key=lambda r: r.error_prediction, default=None)
             for k, rs in _groups(rows).items()}
     out = [head, "-" * len(head)]
@@ -39,7 +44,8 @@ def format_table(rows: list[Row]) -> str:
         if best.get((r.dtype, r.variant)) is r:
             mark += " <best"
         out.append(f"{r.dtype:8} {r.variant:12} {_fmt(r.theta)} {r.C:7.2f} {_fmt(r.c)} {_fmt(r.error_iterate)} "
-                   f"{_fmt(r.error_prediction)} {_fmt(r.median_prediction)} {_fmt(r.growth)} {_fmt(r.bound_step)}  "
+                   f"{_fmt(r.error_prediction)} {_fmt(r.median_prediction)} {_fmt(r.growth)} {_fmt(r.bound_step)} "
+                   f"{_fmt(getattr(r, 'bound_T', math.nan))}  "
                    f"{r.status}{mark}")
     return "\n".join(out)
 
@@ -51,9 +57,12 @@ def _groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
     return g
 
 
-def verdict_lines(rows: list[Row], n: int) -> list[str]:
-    """One line per (dtype, variant): the floor, where it is, the law before it, what sets it."""
+def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> list[str]:
+    """One line per (dtype, variant): the floor, where it is, the law before it, what sets it; with
+    ``floors`` (the configuration's ``arithmetic_floor``), how far above the algorithm's own floor
+    in that arithmetic the emulation's best sits."""
     lines = []
+    floors = floors or {}
     for (dtype, variant), rs in _groups(rows).items():
         sweep = [r for r in rs if not r.auto and r.status in ("ok", "lost")]
         if not sweep:
@@ -94,8 +103,21 @@ def verdict_lines(rows: list[Row], n: int) -> list[str]:
             a = auto[0]
             auto_s = (f"; automatic temperature (C={a.C:.1f}, c={a.c:.2e}) gives {_fmt(a.error_prediction).strip()}"
                       if a.status == "ok" else f"; automatic temperature: {a.status}")
+        alg = ""
+        if dtype in floors and floors[dtype]["prediction_max"] > 0:
+            f = floors[dtype]["prediction_max"]
+            alg = (f"; the algorithm itself in {dtype} reaches {f:.2e}, so the emulation's floor is "
+                   f"{best.error_prediction / f:.3g}x that")
+        bT = [r for r in rs if r.status == "ok" and math.isfinite(getattr(r, "bound_T", math.nan))]
+        bnd = ""
+        if bT:
+            r0 = min(bT, key=lambda r: r.bound_T)
+            bnd = (f"; the tightest finite T-loop bound is {r0.bound_T:.2e} at theta={r0.theta:.0e} "
+                   f"(measured {r0.error_prediction:.2e})")
+        elif any(math.isinf(getattr(r, "bound_T", math.nan)) for r in rs if r.status == "ok"):
+            bnd = "; no finite T-loop bound at any temperature (see verify.bounds)"
         lines.append(f"{dtype} {variant}: prediction error {law}a floor of {best.error_prediction:.2e} at "
-                     f"theta={best.theta:.0e} (C={best.C:.1f}); floor set by {reason}{rise}{ovf}{auto_s}")
+                     f"theta={best.theta:.0e} (C={best.C:.1f}); floor set by {reason}{rise}{ovf}{auto_s}{alg}{bnd}")
     return lines
 
 

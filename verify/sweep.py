@@ -69,6 +69,7 @@ class Row:
     bound_step: float         # the linearisation bound for one loop-group head output, relative
     status: str               # ok | lost (error > 0.5: the signal sank below rounding) | overflow | non-finite
     auto: bool = False
+    bound_T: float = math.nan   # T-loop bound on the final prediction, relative, max over problems (nan: none)
 
 
 def precision(dtype: str | torch.dtype) -> Precision:
@@ -133,7 +134,40 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
     worst = max(float(e_it[:, -1].max()), float(e_pred.max()))
     return Row(**base, error_iterate=float(e_it[:, -1].max()), error_prediction=float(e_pred.max()),
                median_iterate=float(np.median(e_it[:, -1])), median_prediction=float(np.median(e_pred)),
-               growth=growth, status="ok" if worst <= LOST else "lost")
+               growth=growth, status="ok" if worst <= LOST else "lost",
+               bound_T=_relative_bound(algo, problem, ref, step, iters, temps, variant, dtype_name))
+
+
+def _relative_bound(algo: Algorithm, problem, ref, step, iters, temps, variant, dtype_name) -> float:
+    """``algo.emulation_bound`` on the final prediction over |reference prediction|, max over problems."""
+    if algo.emulation_bound is None:
+        return math.nan
+    n = 2 * problem.x.shape[1] + 2
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        b = np.asarray(algo.emulation_bound(problem, ref, step, iters, temps, variant, n,
+                                            unit_roundoff(dtype_name)), float).reshape(len(problem.x), -1)
+        scale = np.linalg.norm(ref.predictions[:, -1].reshape(len(problem.x), -1), axis=1)
+        rel = b.max(axis=1) / scale
+    return float(np.where(np.isnan(rel), np.inf, rel).max())
+
+
+def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name: str) -> dict | None:
+    """The algorithm itself (numpy) in the row's arithmetic, against the float64 reference: float32 in
+    float32; float64 against np.longdouble where that is wider (x86 80-bit). None where numpy has no
+    such dtype (bfloat16, tf32) or no wider type. The emulation cannot be expected below this floor."""
+    if algo.reference_in is None:
+        return None
+    if dtype_name == "float32":
+        run, against = algo.reference_in(problem, iters, step, np.float32), ref
+    elif dtype_name == "float64" and np.finfo(np.longdouble).eps < np.finfo(np.float64).eps:
+        run, against = ref, algo.reference_in(problem, iters, step, np.longdouble)
+    else:
+        return None
+    f = lambda a: np.asarray(a, np.float64)
+    e_pred = relative_error(f(run.predictions[:, -1]), f(against.predictions[:, -1]))
+    e_it = relative_error(f(run.iterates[:, -1]), f(against.iterates[:, -1]))
+    return {"prediction_max": float(e_pred.max()), "prediction_median": float(np.median(e_pred)),
+            "iterate_max": float(e_it.max())}
 
 
 def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
@@ -191,6 +225,9 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     ref = type(ref)(ref.iterates[keep], ref.predictions[keep])
     scores = algo.score_bounds(problem, step)
     config["score_bounds"] = scores
+    floors = {d: arithmetic_floor(algo, problem, ref, step, iters, d) for d in dtypes}
+    if any(v is not None for v in floors.values()):
+        config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
     n = 2 * opts.N + 2
     rows: list[Row] = []
     for dtype_name in dtypes:

@@ -1,0 +1,55 @@
+"""The T-loop bound of Theorem 4.1's emulation (``verify.bounds.newton_emulation_bound``): every
+measured deviation, every loop, every problem, stays under it; and it is finite where the per-step
+error is small enough for Newton-Schulz's amplification (about 2 per loop until convergence)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from verify.algorithms import NEWTON, Options
+from verify.bounds import newton_emulation_bound
+from verify.emulate import emulate
+from verify.sweep import schedule_temps, unit_roundoff
+
+ITERS = 12
+
+
+def _run(seed: int, N: int, d: int, theta: float, variant: str, dtype: str):
+    opts = Options(N=N, d=d, problems=6, seed=seed)
+    p = NEWTON.draw(np.random.default_rng(seed), opts)
+    alpha = NEWTON.choose_step(p)
+    ref = NEWTON.reference(p, ITERS, alpha)
+    n = 2 * N + 2
+    temps = schedule_temps(theta, variant, n, NEWTON.score_bounds(p, alpha))
+    emu = emulate(NEWTON.build(opts, alpha, temps, variant), p, ITERS, dtype)
+    bound = newton_emulation_bound(p, alpha, ITERS, temps, variant, n, unit_roundoff(dtype))
+    B = p.x.shape[0]
+    it = np.linalg.norm((emu.iterates - ref.iterates).reshape(B, ITERS + 1, -1), axis=2)
+    pred = np.abs(emu.predictions - ref.predictions)[..., 0]
+    scale = np.linalg.norm(ref.iterates.reshape(B, ITERS + 1, -1), axis=2)
+    return it, pred, bound, scale
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), N=st.integers(6, 14), d=st.integers(2, 5),
+       log_theta=st.sampled_from([-1.0, -2.0, -3.0]),
+       variant=st.sampled_from(["paper", "odd+mirror", "richardson4+mirror", "richardson4"]),
+       dtype=st.sampled_from(["float64", "float32"]))
+def test_measured_deviation_is_under_the_T_loop_bound(seed, N, d, log_theta, variant, dtype):
+    it, pred, bound, _ = _run(seed, N, d, 10.0 ** log_theta, variant, dtype)
+    assert np.all(it <= bound["iterate"])
+    assert np.all(pred <= bound["prediction"])
+
+
+def test_bound_is_finite_and_small_for_a_high_order_variant_in_float64():
+    it, pred, bound, scale = _run(0, 10, 3, 1e-2, "richardson4+mirror", "float64")
+    rel = bound["iterate"][:, -1] / scale[:, -1]
+    assert np.all(np.isfinite(rel)) and rel.max() < 1e-3
+    assert np.all(it[:, -1] <= bound["iterate"][:, -1])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_low_order_variant_in_float32_has_no_finite_bound(dtype):
+    """odd+mirror's per-step error theta^2 times 2^(loops to converge) passes 1/||X||: the recursion
+    says so (inf) instead of printing a meaningless number."""
+    _, _, bound, _ = _run(2, 12, 4, 1e-1, "odd+mirror", dtype)
+    assert np.isinf(bound["iterate"][:, -1]).any()
