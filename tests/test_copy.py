@@ -127,7 +127,7 @@ def test_cli_copy_prints_table_verdict_and_json_rows_like_newton(tmp_path, capsy
     assert "configuration:" in out and "q=2" in out and "verdict:" in out and "within its bound" in out
     doc = json.loads(path.read_text())
     keys = {"algorithm", "variant", "dtype", "device", "theta", "C", "c", "error_iterate", "error_prediction",
-            "median_iterate", "median_prediction", "growth", "bound_step", "status", "auto"}
+            "median_iterate", "median_prediction", "growth", "bound_step", "status", "auto", "bound_T"}
     assert doc["rows"] and all(set(r) == keys for r in doc["rows"])
     assert all(r["status"] == "ok" for r in doc["rows"])
     assert {r["dtype"] for r in doc["rows"]} == {"float32", "float64"}

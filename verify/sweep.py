@@ -170,11 +170,32 @@ def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name
             "iterate_max": float(e_it.max())}
 
 
-def _sweep_one(run_row, build_overflows, thetas: list[float]) -> list[Row]:
+def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True) -> list[Row]:
     """Run rows from high to low theta until the floor is clearly passed (two rows in a row at least
     10x above the best error so far, or two rows that lost the signal; with no good row yet (a coarse
-    dtype such as bfloat16), two rows whose output has sunk to ~0); then find the overflow point
-    by building weights only, without running them."""
+    dtype such as bfloat16), two rows whose output has sunk to ~0), and find the overflow point by
+    building weights only, without running them; then, with ``refine``, search the floor on a finer
+    grid (theta x 10^(+-1/2), then x 10^(+-1/4) around the better one: the best of a decade grid can
+    sit several times above the floor). Rows come back in order of falling theta."""
+    rows = _coarse(run_row, build_overflows, thetas)
+    if refine:
+        rows = _refine(run_row, rows)
+    return sorted(rows, key=lambda r: -r.theta if math.isfinite(r.theta) else math.inf)
+
+
+def _refine(run_row, rows: list[Row]) -> list[Row]:
+    ok = [r for r in rows if r.status == "ok"]
+    if not ok:
+        return rows
+    best = min(ok, key=lambda r: r.error_prediction)
+    for step in (10 ** 0.5, 10 ** 0.25):
+        tried = [run_row(best.theta * step), run_row(best.theta / step)]
+        rows += tried
+        best = min([best] + [r for r in tried if r.status == "ok"], key=lambda r: r.error_prediction)
+    return rows
+
+
+def _coarse(run_row, build_overflows, thetas: list[float]) -> list[Row]:
     rows: list[Row] = []
     bad = 0
     for i, theta in enumerate(thetas):
