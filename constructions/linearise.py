@@ -19,7 +19,12 @@ Variants (``VARIANTS``: name -> (sigma_h, scheme)):
     odd                 (1, -1)              sink     scores +ca / -ca: even orders cancel, O(c^2)
     richardson4         (1, -1, 2, -2)       sink     five-point central difference, O(c^4)
     richardson6         (1, -1, 2, -2, 3, -3) sink                                      O(c^6)
-    odd+mirror, richardson4+mirror, richardson6+mirror: the same heads, mirror scheme
+    richardson8/10/12   (+-1 .. +-4/5/6)     sink     8, 10, 12 heads                   O(c^8/10/12)
+    odd+mirror, richardson4+mirror, .., richardson12+mirror: the same heads, mirror scheme
+
+More heads pay while the largest score max|sigma_h| theta stays inside the radius where the
+softmax ratio is analytic (about pi/2: the mirror denominators mean cosh(z c a) first vanish at
+|z c a| = pi/2): Newton in float64 reaches its 1e-11 target only with 10 heads (README table).
 
 Error of one group at query j (theta = c max_i |a_i|, n keys, s_v = sum_i |V h_i|, u unit roundoff),
 derived in ``error_bound`` below:
@@ -35,8 +40,10 @@ leakage with it.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -49,6 +56,8 @@ _SIGMAS: dict[str, tuple[float, ...]] = {
     "richardson4": (1.0, -1.0, 2.0, -2.0),
     "richardson6": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0),
     "richardson8": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0),
+    "richardson10": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0),
+    "richardson12": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0, 6.0, -6.0),
 }
 VARIANTS: dict[str, tuple[float, ...]] = {**_SIGMAS, **{f"{k}+mirror": v for k, v in _SIGMAS.items() if k != "paper"}}
 DEFAULT_VARIANT = "odd+mirror"  # the most accurate with the paper's two heads (see the README table)
@@ -64,25 +73,39 @@ def is_mirror(variant: str) -> bool:
     return variant.endswith("+mirror")
 
 
+@functools.lru_cache(maxsize=None)
+def _exact_weights(variant: str) -> tuple[Fraction, ...]:
+    """w_h solving sum_h w_h sigma_h^p = [p == 1], p = 0 .. H-1, in exact rational arithmetic (a
+    float solve of this Vandermonde system loses the moment conditions beyond ~10 heads)."""
+    s = [Fraction(x).limit_denominator(10 ** 6) for x in VARIANTS[variant]]
+    H = len(s)
+    A = [[s[h] ** p for h in range(H)] + [Fraction(int(p == 1))] for p in range(H)]
+    for col in range(H):                                   # Gauss-Jordan, exact
+        piv = next(r for r in range(col, H) if A[r][col] != 0)
+        A[col], A[piv] = A[piv], A[col]
+        A[col] = [a / A[col][col] for a in A[col]]
+        for r in range(H):
+            if r != col and A[r][col] != 0:
+                f = A[r][col]
+                A[r] = [a - f * b for a, b in zip(A[r], A[col])]
+    return tuple(A[h][H] for h in range(H))
+
+
 def head_weights(variant: str) -> np.ndarray:
-    """w_h solving sum_h w_h sigma_h^p = [p == 1] for p = 0 .. H-1 (a Vandermonde system)."""
+    """w_h solving sum_h w_h sigma_h^p = [p == 1] for p = 0 .. H-1 (a Vandermonde system, solved
+    exactly; +-sigma pairs come out as exact negatives, so heads whose scores are all 0 cancel)."""
     check_variant(variant)
-    s = np.array(VARIANTS[variant])
-    V = np.vander(s, increasing=True).T          # V[p, h] = sigma_h^p
-    rhs = np.zeros(len(s)); rhs[1] = 1.0
-    w = np.linalg.solve(V, rhs)
-    for h in range(len(s)):                      # make +-sigma pairs exact negatives, so that heads
-        mirror = np.flatnonzero(s == -s[h])      # whose scores are all 0 cancel exactly
-        if s[h] > 0 and mirror.size:
-            w[mirror[0]] = -w[h]
-    return w
+    return np.array([float(w) for w in _exact_weights(variant)])
 
 
 def order(variant: str) -> int:
-    """P: the first Taylor order p >= 2 with sum_h w_h sigma_h^p != 0 is P + 1, error O(theta^P)."""
-    s, w = np.array(VARIANTS[variant]), head_weights(variant)
+    """P: the first Taylor order p >= 2 with sum_h w_h sigma_h^p != 0 is P + 1, error O(theta^P)
+    (exact rational arithmetic)."""
+    check_variant(variant)
+    s = [Fraction(x).limit_denominator(10 ** 6) for x in VARIANTS[variant]]
+    w = _exact_weights(variant)
     p = 2
-    while abs(float(np.sum(w * s ** p))) < 1e-9:
+    while sum(wh * sh ** p for wh, sh in zip(w, s)) == 0:
         p += 1
     return p - 1
 

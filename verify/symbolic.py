@@ -93,6 +93,7 @@ def linearisation_order(sigmas, weights, top: int = 12) -> tuple[int | None, sp.
     """P with sum_h w_h exp(sigma_h z) = z + k z^{P+1} + ..., k != 0 (None if not z + O(z^2)).
     The Taylor coefficient of z^p is sum_h w_h sigma_h^p / p!, computed in exact rationals."""
     z = sp.Symbol("z")
+    top = max(top, len(sigmas) + 2)
     sig, w = [sp.Rational(x) for x in sigmas], [sp.Rational(x) for x in weights]
     coeffs = [sum(wh * sh ** p for wh, sh in zip(w, sig)) / sp.factorial(p) for p in range(top + 1)]
     ser = lambda n: sum(coeffs[p] * z ** p for p in range(n + 1)) + sp.O(z ** (n + 1))
