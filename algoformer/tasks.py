@@ -96,6 +96,11 @@ def ar_sequence(rng: np.random.Generator, B: int, phi: MLP, q: int = 3, N: int =
 
     Returns (seq (B, N + 1, d), A (B, d, d_phi)): seq[:, :N] is the prompt, seq[:, N] the next value.
     The first q values are drawn N(0, I). The window is ordered oldest first.
+
+    Differs from the paper: A has entries N(0, 1/d_phi), not N(0, 1). With the paper's A ~ N(0, I)
+    each step multiplies the state's size by about sqrt(d_phi) times Phi*'s gain, so sequences of
+    N = 40 steps overflow or are dominated by their last values; the 1/sqrt(d_phi) scaling keeps the
+    map's gain near 1 (the usual scaling for random linear recurrences).
     """
     _check_positive(B=B, q=q, N=N, d=d)
     if N <= q:
