@@ -116,11 +116,21 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def init_gpt2_(module: nn.Module, n_layers: int) -> None:
-    """GPT-2 style initialisation for trainable configurations (std 0.02, scaled output maps)."""
+def init_gpt2_(module: nn.Module, n_layers: int, fan_in: bool = False) -> None:
+    """GPT-2 style initialisation for trainable configurations: weights normal with std 0.02, the
+    output maps (W_O, W_2) scaled by 1/sqrt(2 n_layers), biases 0.
+
+    ``fan_in``: std 1/sqrt(last dimension) instead of 0.02 (the last dimension is the fan-in of every
+    map here, and the width D for the positional table). GPT-2's 0.02 is ~0.55/sqrt(768), calibrated for
+    width 768; at width 16 it is 0.08/sqrt(16), so every attention score starts ~0.02^2 D times the
+    token norms: uniform attention, and the gradients of W_Q and W_K are products of two near-zero
+    maps (a saddle). Tiny models then sit on a plateau that only some seeds leave within hundreds of
+    steps (tests/test_training.py measures both)."""
     for name, p in module.named_parameters():
         if p.dim() >= 2:
-            std = 0.02 / math.sqrt(2 * max(n_layers, 1)) if name.endswith(("w_o", "fc2.weight")) else 0.02
+            std = p.shape[-1] ** -0.5 if fan_in else 0.02
+            if name.endswith(("w_o", "fc2.weight")):
+                std = std / math.sqrt(2 * max(n_layers, 1))
             nn.init.normal_(p, std=std)
         elif name.endswith("bias"):
             nn.init.zeros_(p)

@@ -305,7 +305,8 @@ def _load_for_resume(cfg: TrainConfig, path: Path) -> dict | None:
     if not path.exists():
         raise UsageError(f"--resume: no checkpoint at {path}")
     ckpt = checkpoint.load(path)
-    old, new = ckpt["config"], cfg.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    old, new = {**defaults, **ckpt["config"]}, cfg.to_dict()     # fields added since: their defaults
     changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
     if changed:
         k = changed[0]

@@ -32,6 +32,7 @@ class TrainConfig:
     width: int = 256               # D (paper: 256)
     heads: int = 8
     layers: int | None = None      # None = paper default (12 standard, 1 per stage otherwise)
+    init_scale: str = "gpt2"       # gpt2 (std 0.02, the paper's backbone) | fan_in (1/sqrt(fan-in): small widths)
     T: int = 20                    # loops in training (Eq. 3; ignored by the standard transformer)
     delta_T: int = 15              # loops in the loss (Eq. 3)
     truncate: bool = True          # no autograd through the loops before T0 (Yang et al.; input-injection models only)
@@ -80,6 +81,7 @@ class TrainConfig:
                    "an integer >= 1")
         if self.task == "ar":
             _check(self.n_points > 3, "n_points", self.n_points, "an integer > q = 3 for the AR task")
+        _check(self.init_scale in ("gpt2", "fan_in"), "init_scale", self.init_scale, "one of gpt2, fan_in")
         _check(self.amp in ("auto", "bf16", "off"), "amp", self.amp, "one of auto, bf16, off")
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -111,7 +113,7 @@ class TrainConfig:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, width=self.width, heads=self.heads, layers=self.layers,
-                         attention=self.attention)
+                         attention=self.attention, init_scale=self.init_scale)
 
     @property
     def train_loops(self) -> int:

@@ -29,6 +29,7 @@ class ModelSpec:
     layers: int | None = None        # None = the paper's default for the model (DEFAULT_LAYERS)
     dropout: float = 0.0
     attention: AttentionImpl = "sdpa"
+    init_scale: Literal["gpt2", "fan_in"] = "gpt2"   # std 0.02 (GPT-2, the paper's backbone) or 1/sqrt(fan-in)
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
@@ -37,6 +38,8 @@ class ModelSpec:
             raise ValueError(f"width={self.width!r} is invalid: expected an integer >= 1")
         if not (isinstance(self.heads, int) and self.heads >= 1 and self.width % self.heads == 0):
             raise ValueError(f"heads={self.heads!r} is invalid: expected an integer >= 1 dividing width={self.width}")
+        if self.init_scale not in ("gpt2", "fan_in"):
+            raise ValueError(f"init_scale={self.init_scale!r} is invalid: expected one of gpt2, fan_in")
         if self.layers is not None and not (isinstance(self.layers, int) and self.layers >= 1):
             raise ValueError(f"layers={self.layers!r} is invalid: expected None or an integer >= 1")
 
@@ -67,5 +70,6 @@ class ModelSpec:
 def build_model(spec: ModelSpec, d_in: int, d_out: int, n_positions: int) -> AlgoFormer:
     """A freshly initialised model (draws from torch's global generator: seed it first)."""
     model = AlgoFormer(spec.config(d_in, d_out, n_positions))
-    init_gpt2_(model, n_layers=max(len(model.pre) + len(model.loop) + len(model.post), 1))
+    init_gpt2_(model, n_layers=max(len(model.pre) + len(model.loop) + len(model.post), 1),
+               fan_in=spec.init_scale == "fan_in")
     return model
