@@ -17,6 +17,10 @@ from constructions.reference import apply_head
     ("odd", [0.5, -0.5], 2),                    # (H(c) - H(-c)) / 2c
     ("odd+mirror", [0.5, -0.5], 2),
     ("richardson4", [2 / 3, -2 / 3, -1 / 12, 1 / 12], 4),   # five-point central difference
+    # 11- and 13-point central differences; a float Vandermonde solve gave order 10 for the 13-point one
+    ("richardson10", [5 / 6, -5 / 6, -5 / 21, 5 / 21, 5 / 84, -5 / 84, -5 / 504, 5 / 504, 1 / 1260, -1 / 1260], 10),
+    ("richardson12+mirror", [6 / 7, -6 / 7, -15 / 56, 15 / 56, 5 / 63, -5 / 63, -1 / 56, 1 / 56, 1 / 385, -1 / 385,
+                             -1 / 5544, 1 / 5544], 12),
 ])
 def test_head_weights_are_the_classical_differences(variant, weights, P):
     np.testing.assert_allclose(head_weights(variant), weights, rtol=1e-12)
