@@ -54,6 +54,9 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[TrainConfig, torch.n
         raise UsageError(f"run={str(run)!r} is invalid: no ckpt.pt in it")
     ckpt = checkpoint.load(run / "ckpt.pt")
     cfg = TrainConfig.from_dict(ckpt["config"])
+    if cfg.init_from is not None:
+        raise UsageError(f"run={str(run)!r} is invalid: it was initialised from the {cfg.init_from} construction "
+                         "(its prompts are the construction's encoding), which evaluate does not support yet")
     task = cfg.task_spec()
     model = build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))
     model.load_state_dict(ckpt["model"])

@@ -155,3 +155,12 @@ def test_algoformer_never_imports_constructions_or_verify():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] in ("constructions", "verify") for n in names), (path, names)
+
+
+def test_evaluate_refuses_an_initialised_run_with_one_line(tmp_path, capsys):
+    from algoformer import evaluate
+    assert train_cli.main(_args("gd", "linear", tmp_path / "run", "--steps", "1")) == 0
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "run"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "initialised from the gd construction" in err
