@@ -53,3 +53,33 @@ def test_low_order_variant_in_float32_has_no_finite_bound(dtype):
     says so (inf) instead of printing a meaningless number."""
     _, _, bound, _ = _run(2, 12, 4, 1e-1, "odd+mirror", dtype)
     assert np.isinf(bound["iterate"][:, -1]).any()
+
+
+@pytest.mark.parametrize("name", ["gd", "newton"])
+def test_references_run_in_the_requested_arithmetic(name):
+    """The algorithm's own floor is only meaningful if every operation runs in that dtype (np.zeros
+    defaulting to float64 silently upcast GD once)."""
+    from verify.algorithms import ALGORITHMS
+    algo = ALGORITHMS[name]
+    p = algo.draw(np.random.default_rng(0), Options(N=8, d=3, problems=2))
+    step = algo.choose_step(p)
+    t32 = algo.reference_in(p, 4, step, np.float32)
+    assert t32.iterates.dtype == np.float32 and t32.predictions.dtype == np.float32
+
+
+def test_arithmetic_floor_sits_at_each_dtypes_unit_roundoff():
+    from verify.sweep import arithmetic_floor
+    algo = NEWTON
+    opts = Options(N=12, d=3, problems=8)
+    p = algo.draw(np.random.default_rng(3), opts)
+    step = algo.choose_step(p)
+    ref = algo.reference(p, 10, step)
+    f32 = arithmetic_floor(algo, p, ref, step, 10, "float32")
+    assert 2.0 ** -24 / 4 < f32["prediction_median"] < 1e4 * 2.0 ** -24
+    assert f32["input_rounding_max"] > 0
+    f64 = arithmetic_floor(algo, p, ref, step, 10, "float64")
+    if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps:
+        assert 0 < f64["prediction_median"] < 1e4 * 2.0 ** -53
+    else:
+        assert f64 is None
+    assert arithmetic_floor(algo, p, ref, step, 10, "bfloat16") is None

@@ -22,7 +22,9 @@ def format_config(config: dict) -> str:
         against = "float64 numpy" if dtype != "float64" else "np.longdouble numpy"
         lines.append(f"the algorithm itself in {dtype} arithmetic (numpy, same problems, against {against}): "
                      f"prediction error max {f['prediction_max']:.2e}, median {f['prediction_median']:.2e}; "
-                     f"iterate max {f['iterate_max']:.2e}")
+                     f"iterate max {f['iterate_max']:.2e}"
+                     + (f"; rounding the prompt to {dtype} alone (then float64): prediction max "
+                        f"{f['input_rounding_max']:.2e}" if "input_rounding_max" in f else ""))
     if config["excluded"]:
         lines.append(f"excluded {len(config['excluded'])} problem(s) outside the construction's assumptions:")
         lines += [f"  problem {i}: {why}" for i, why in list(config["excluded"].items())[:10]]

@@ -166,8 +166,14 @@ def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name
     f = lambda a: np.asarray(a, np.float64)
     e_pred = relative_error(f(run.predictions[:, -1]), f(against.predictions[:, -1]))
     e_it = relative_error(f(run.iterates[:, -1]), f(against.iterates[:, -1]))
-    return {"prediction_max": float(e_pred.max()), "prediction_median": float(np.median(e_pred)),
-            "iterate_max": float(e_it.max())}
+    out = {"prediction_max": float(e_pred.max()), "prediction_median": float(np.median(e_pred)),
+           "iterate_max": float(e_it.max())}
+    if dtype_name == "float32":   # the part no float32 computation can avoid: rounding the prompt itself
+        r = lambda a: np.asarray(a).astype(np.float32).astype(np.float64)
+        rounded = type(problem)(*(r(getattr(problem, k)) for k in ("x", "y", "x_test", "y_test")))
+        inp = algo.reference_in(rounded, iters, float(np.float32(step)), np.float64)
+        out["input_rounding_max"] = float(relative_error(inp.predictions[:, -1], ref.predictions[:, -1]).max())
+    return out
 
 
 def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True) -> list[Row]:
