@@ -207,7 +207,8 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
         loss_mod = torch.compile(loss_mod)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng([cfg.seed, ddp.rank])
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    # auto: bf16 on GPU, except from a construction (bf16 loses every construction: README, Precision)
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and cfg.init_from is None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
     step = 0

@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:K
     threads: int = 0               # torch CPU threads (0 = torch's default); 1 avoids oversubscription
-    amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 autocast on GPU, off on CPU
+    amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 autocast on GPU (not with init_from), off on CPU
     compile: bool = False          # torch.compile the loss module
     attention: Literal["sdpa", "exact"] = "sdpa"
     log_every: int = 50
