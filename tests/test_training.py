@@ -35,17 +35,40 @@ def _run(args: list[str]) -> dict:
 
 
 def test_tiny_algoformer_learns_below_predict_zero(tmp_path):
-    # Noiseless linear regression, d = 2, N = 6: predict-zero has loss ~ var(y) = 2; least squares
-    # reaches 0 from the third sample on. 500 steps leave the plateau (measured: eval 0.86 x zero).
-    rows = _run(["--task", "linear", "--model", "algoformer", "--d", "2", "--n-points", "6", "--width", "32",
-                 "--heads", "2", "--T", "3", "--delta-T", "2", "--batch-size", "64", "--lr", "1e-3",
-                 "--curriculum", "false", "--steps", "500", "--eval-every", "500", "--log-every", "50",
-                 "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
+    # Noiseless linear regression, d = 2, N = 8: predict-zero has loss var(y) = 2; least squares reaches
+    # 0 from the third sample on (the best possible ratio is ~0.2). With GPT-2's std 0.02 at width 16
+    # the attention starts on a saddle and 500 steps end at 0.40-0.80 x predict-zero depending on the
+    # seed; with --init-scale fan_in (1/sqrt(fan-in)), measured over seeds 0-9 (eval, 500 steps):
+    # 0.24-0.42 (seed 0: 0.33). The bound 0.5 sits above the worst seed.
+    rows = _run(["--task", "linear", "--model", "algoformer", "--d", "2", "--n-points", "8", "--width", "16",
+                 "--heads", "2", "--T", "2", "--delta-T", "2", "--batch-size", "256", "--lr", "3e-3",
+                 "--init-scale", "fan_in", "--curriculum", "false", "--steps", "500", "--eval-every", "500",
+                 "--log-every", "50", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
     final_eval = [r for r in rows if r["kind"] == "eval"][-1]
-    assert final_eval["loss"] < 0.92 * final_eval["zero_loss"]
+    assert final_eval["loss"] < 0.5 * final_eval["zero_loss"]
     train = [r for r in rows if r["kind"] == "train"]
     late = np.mean([r["loss"] / r["zero_loss"] for r in train[-4:]])
-    assert late < 0.92
+    assert late < 0.5
+
+
+def test_fan_in_init_sets_the_std_and_gpt2_keeps_002():
+    from algoformer.training.models import ModelSpec, build_model
+    torch.manual_seed(0)
+    fan = build_model(ModelSpec("algoformer", width=64, heads=2, init_scale="fan_in"), 2, 1, 16)
+    gpt = build_model(ModelSpec("algoformer", width=64, heads=2), 2, 1, 16)
+    assert float(fan.pre[0].attn.w_q.detach().std()) == pytest.approx(64 ** -0.5, rel=0.05)
+    assert float(gpt.pre[0].attn.w_q.detach().std()) == pytest.approx(0.02, rel=0.05)
+    assert float(fan.read_in.weight.detach().std()) == pytest.approx(2 ** -0.5, rel=0.2)   # fan-in d = 2
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup=10, schedule="cosine", lr_min=1e-5)
+    lrs = [cfg.lr_at(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] > 1e-5 > 0
+    assert TrainConfig(steps=100, lr=1e-3).lr_at(57) == 1e-3
+    with pytest.raises(ValueError, match=r"lr_min=0.1 is invalid: expected a float in \[0, lr=0.001\]"):
+        TrainConfig(lr=1e-3, lr_min=0.1)
 
 
 def test_resume_is_bit_exact(tmp_path):
@@ -92,6 +115,7 @@ def test_resume_after_sigkill(tmp_path):
     (["--init-from", "nope"], "init_from"),
     (["--warmup", "-1"], "warmup"),
     (["--schedule", "linear"], "schedule"),
+    (["--init-scale", "xavier"], "init_scale"),
     (["--steps", "ten"], "steps"),
     (["--no-such-flag"], "no-such-flag"),
 ])
