@@ -38,8 +38,10 @@ def test_tiny_algoformer_learns_below_predict_zero(tmp_path):
     # Noiseless linear regression, d = 2, N = 8: predict-zero has loss var(y) = 2; least squares reaches
     # 0 from the third sample on (the best possible ratio is ~0.2). With GPT-2's std 0.02 at width 16
     # the attention starts on a saddle and 500 steps end at 0.40-0.80 x predict-zero depending on the
-    # seed; with --init-scale fan_in (1/sqrt(fan-in)), measured over seeds 0-9 (eval, 500 steps):
-    # 0.24-0.42 (seed 0: 0.33). The bound 0.5 sits above the worst seed.
+    # seed; with --init-scale fan_in (1/sqrt(fan-in)), measured over seeds 0-9 (500 steps): eval after
+    # T loops 0.24-0.42 (seed 0: 0.33), and the Eq. 3 training loss (mean over loops 0..T, which includes
+    # the weak 0-loop read-out; mean of the last 4 logged) 0.30-0.54 (seed 0: 0.36). Each bound sits
+    # above the worst of the ten seeds.
     rows = _run(["--task", "linear", "--model", "algoformer", "--d", "2", "--n-points", "8", "--width", "16",
                  "--heads", "2", "--T", "2", "--delta-T", "2", "--batch-size", "256", "--lr", "3e-3",
                  "--init-scale", "fan_in", "--curriculum", "false", "--steps", "500", "--eval-every", "500",
@@ -48,7 +50,7 @@ def test_tiny_algoformer_learns_below_predict_zero(tmp_path):
     assert final_eval["loss"] < 0.5 * final_eval["zero_loss"]
     train = [r for r in rows if r["kind"] == "train"]
     late = np.mean([r["loss"] / r["zero_loss"] for r in train[-4:]])
-    assert late < 0.5
+    assert late < 0.6
 
 
 def test_fan_in_init_sets_the_std_and_gpt2_keeps_002():
