@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "d":
             flags.append("--dim")        # torchrun's parser rejects "--d" as an ambiguous prefix
         if f.name in SHAPED:        # None = not given: the default, or the construction's (--init-from)
-            p.add_argument(*flags, type=_bool if f.type == "bool" else int, default=None, dest=f.name)
+            p.add_argument(*flags, type=_bool if f.type == "bool" else int, default=None, dest=f.name,
+                           metavar="BOOL" if f.type == "bool" else None)
         elif f.type in ("bool",):
             p.add_argument(*flags, type=_bool, default=f.default, metavar="BOOL", dest=f.name)
         elif f.name == "init_from":
