@@ -96,7 +96,8 @@ from .embeddings import exact_pairing_beta, quasi_orthogonal, pairing_head
 from .gadgets import zero_where
 from .gd import SELECT_BETA, check_sizes, move
 from .layout import Layout
-from .linearise import DEFAULT_VARIANT, VARIANTS, Temperature, bilinear_heads, check_variant, head_weights, order
+from .linearise import (DEFAULT_VARIANT, VARIANTS, Temperature, bilinear_heads, check_variant, head_weights,
+                        odd_values, order)
 from .prompt import Construction, Readout
 from .weights import AlgoFormerWeights, HeadWeights, LayerWeights
 
@@ -233,6 +234,9 @@ def causal_gd_construction(d: int, N: int, eta: float, temps: dict[str, Temperat
                            register_bound: float = 1e8) -> Construction:
     """Theorem 4.2. ``temps``: "mean" (only its c is used: no sink score) and "post" (C and c)."""
     check_sizes(d=d, N=N)
+    if odd_values(variant):
+        raise ValueError(f"variant={variant!r} is invalid here: the decoder loop is already a mirrored mean "
+                         "(odd heads); its variants are the sigma-pair ones (odd, richardson*, +mirror)")
     if not eta > 0:
         raise ValueError(f"eta={eta!r} is invalid: expected a float > 0")
     missing = {"mean", "post"} - set(temps)

@@ -27,6 +27,31 @@ TF_loop (1 layer = Lemma A.2, the heads of one linearised group + FFN):
 TF_post (1 layer, 1 head): the sink attends to the test token (query beta on is_sink, key is_test,
     beta = 800 so every other weight underflows to 0): answer <- r_test = A_T x_test.
 
+Mirrored values (the ``sinh`` variants, ``linearise.odd_values``): two more registers, and the y-token
+of pair i becomes the exact negative of its x-token in everything the heads read.
+
+    token      x_i               y_i              x_test        sink
+    xq         x_i               -x_i             x_test        0          queries
+    rv         A_k x_i - y_i     -(A_k x_i - y_i) 0             0          values
+    r          A_k x_i - y_i     -(A_k x_i - y_i) A_k x_test    0          the iterate (as above)
+
+    TF_pre: the pairing head on x also writes -x_i into xq (both pair tokens), the FFN adds x on every
+        token and x again off the test token (x_i on x-tokens, -x_i on y-tokens, x_test on the test
+        token, exactly); the pairing head on y writes -y_i into r and rv on *both* pair tokens and the
+        FFN adds 2y (the y register is y_i on y-tokens only): -y_i on x_i, +y_i on y_i.
+    TF_loop (2 layers):
+      1. query xq, key xN, value -eta rv, written to r and rv; the FFN zeroes rv exactly on the
+         y-tokens, the test token and the sink (the test token's key is 0, and a key 0 with a nonzero
+         value would make the heads even), and r on the y-tokens and the sink.
+      2. the pairing head (Lemma A.1, exact in floating point) writes -2 mean_pair(rv) = -rv_i onto
+         the y-token of pair i (x-tokens, test and sink silenced): the mirror is re-formed *exactly*.
+    Why re-form instead of letting the y-token's query (-x_i) update its own copy: rounding leaves a
+    symmetric residue (rv_x + rv_y != 0), the heads answer a symmetric part with their constant term,
+    of size ~ residue / c, and that grows as (1/c)^k over the loops (1e27 after 20 loops at
+    theta = 0.1, found by running it). An exact copy has no symmetric part at all.
+    Every head is now odd by itself; see ``linearise`` for why that halves the heads per order and
+    lowers the rounding floor.
+
 Where this differs from the printed Lemma A.2, and why:
   * The printed layer writes +c grad L x through W_V = e^C r and relies on an FFN "weight" to turn it
     into -eta grad L x; no per-row linear FFN can do that (it would scale r itself too). The factor
@@ -43,20 +68,23 @@ from __future__ import annotations
 import numpy as np
 
 from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
-from .gadgets import gated_copy, zero_where
+from .gadgets import gated_copy, identity, zero_where
 from .layout import Layout
-from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads
+from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads, odd_values
 from .prompt import Construction, Readout, regression_layout
-from .weights import AlgoFormerWeights, HeadWeights, LayerWeights
+from .weights import AlgoFormerWeights, FFNWeights, HeadWeights, LayerWeights
 
 SELECT_BETA = 800.0   # indicator-attention score: e^{-800} underflows to 0 in float32 and float64
 
 
-def gd_layout(d: int, m: int, pos_dim: int) -> Layout:
+def gd_layout(d: int, m: int, pos_dim: int, mirrored_values: bool = False) -> Layout:
     lay = regression_layout(d, m, pos_dim)
     lay.add("xN", d)
     lay.add("r", m)
     lay.add("answer", m)
+    if mirrored_values:
+        lay.add("xq", d)
+        lay.add("rv", m)
     return lay
 
 
@@ -78,24 +106,50 @@ def select_head(layout: Layout, at: str, source: str, value: np.ndarray, name: s
 def gd_step_layer(layout: Layout, eta: float, temp: Temperature, variant: str = DEFAULT_VARIANT,
                   register_bound: float = 1e8, n_keys: int | None = None) -> LayerWeights:
     """Lemma A.2: one GD step as one layer; maps the layout onto itself (loopable). ``n_keys``: the
-    number of tokens every query sees (needed by the mirror variants)."""
+    number of tokens every query sees (needed by the mirror variants). A layout with the ``xq`` and
+    ``rv`` registers (``gd_layout(mirrored_values=True)``) gets the mirrored-value step."""
     d = layout.size("x")
+    mirrored = "rv" in layout
     query = np.zeros((d, layout.dim)); key = np.zeros((d, layout.dim))
-    query[:, layout["x"]] = np.eye(d)
+    query[:, layout["xq" if mirrored else "x"]] = np.eye(d)
     key[:, layout["xN"]] = np.eye(d)
-    heads = bilinear_heads(layout, query, key, move(layout, "r", "r", -eta), temp, variant, "gd",
-                           n_keys=n_keys)
-    return LayerWeights(heads=heads, ffn=zero_where(layout, "r", "is_sink", register_bound), name="gd-step")
+    if not mirrored:
+        heads = bilinear_heads(layout, query, key, move(layout, "r", "r", -eta), temp, variant, "gd",
+                               n_keys=n_keys)
+        return LayerWeights(heads=heads, ffn=zero_where(layout, "r", "is_sink", register_bound), name="gd-step")
+    value = move(layout, "rv", "r", -eta) + move(layout, "rv", "rv", -eta)
+    heads = bilinear_heads(layout, query, key, value, temp, variant, "gd", n_keys=n_keys, mirrored_values=True)
+    ffn = FFNWeights.concat(zero_where(layout, "rv", ("is_y", "is_test", "is_sink"), register_bound),
+                            zero_where(layout, "r", ("is_y", "is_sink"), register_bound))
+    return LayerWeights(heads=heads, ffn=ffn, name="gd-step")
+
+
+def gd_mirror_layer(layout: Layout, pos_eps: float) -> LayerWeights:
+    """The second loop layer of the mirrored-value GD: rv on y_i <- -rv on x_i, exactly."""
+    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
+    head = pairing_head(layout, "pos", move(layout, "rv", "rv", -2.0), beta, "mirror-rv",
+                        silence=("is_x", "is_test", "is_sink"))
+    return LayerWeights(heads=(head,), name="gd-mirror")
 
 
 def gd_registers_layer(layout: Layout, N: int, x_bound: float, pos_eps: float) -> LayerWeights:
-    """TF_pre: r = A_0 x - y (A_0 = 0) and the mirrored keys xN (pairing heads + a gated FFN)."""
+    """TF_pre: r = A_0 x - y (A_0 = 0) and the mirrored keys xN (pairing heads + a gated FFN); with
+    the ``xq``/``rv`` registers also the mirrored queries and values (module docstring)."""
     beta = exact_pairing_beta(layout.size("pos"), pos_eps)
-    pair_y = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y",
-                          silence=("is_y", "is_test", "is_sink"))
-    pair_x = pairing_head(layout, "pos", move(layout, "x", "xN", -2.0 / N), beta, "pair-x",
-                          silence=("is_test", "is_sink"))
     ffn = gated_copy(layout, "x", "xN", off="is_test", bound=2 * x_bound / N, scale=2.0 / N)
+    if "rv" not in layout:
+        pair_y = pairing_head(layout, "pos", move(layout, "y", "r", -2.0), beta, "pair-y",
+                              silence=("is_y", "is_test", "is_sink"))
+        pair_x = pairing_head(layout, "pos", move(layout, "x", "xN", -2.0 / N), beta, "pair-x",
+                              silence=("is_test", "is_sink"))
+        return LayerWeights(heads=(pair_y, pair_x), ffn=ffn, name="gd-registers")
+    pair_y = pairing_head(layout, "pos", move(layout, "y", "r", -2.0) + move(layout, "y", "rv", -2.0), beta,
+                          "pair-y", silence=("is_test", "is_sink"))
+    pair_x = pairing_head(layout, "pos", move(layout, "x", "xN", -2.0 / N) + move(layout, "x", "xq", -2.0), beta,
+                          "pair-x", silence=("is_test", "is_sink"))
+    ffn = FFNWeights.concat(ffn, identity(layout, "y", 2.0, dst="r"), identity(layout, "y", 2.0, dst="rv"),
+                            identity(layout, "x", 1.0, dst="xq"),
+                            gated_copy(layout, "x", "xq", off="is_test", bound=x_bound))
     return LayerWeights(heads=(pair_y, pair_x), ffn=ffn, name="gd-registers")
 
 
@@ -120,11 +174,12 @@ def gd_construction(d: int, N: int, eta: float, temp: Temperature, m: int = 1,
     if not x_bound > 0:
         raise ValueError(f"x_bound={x_bound!r} is invalid: expected a float > 0")
     P = quasi_orthogonal(N + 1, pos_eps, seed)
-    lay = gd_layout(d, m, P.shape[1])
+    lay = gd_layout(d, m, P.shape[1], mirrored_values=odd_values(variant))
     weights = AlgoFormerWeights(
         lay,
         pre=(gd_registers_layer(lay, N, x_bound, pos_eps),),
-        loop=(gd_step_layer(lay, eta, temp, variant, register_bound, n_keys=2 * N + 2),),
+        loop=(gd_step_layer(lay, eta, temp, variant, register_bound, n_keys=2 * N + 2),)
+             + ((gd_mirror_layer(lay, pos_eps),) if odd_values(variant) else ()),
         post=(gd_answer_layer(lay),),
         notes={"algorithm": "gd", "d": d, "m": m, "N": N, "eta": eta, "C": temp.C, "c": temp.c,
                "variant": variant},

@@ -22,6 +22,22 @@ Variants (``VARIANTS``: name -> (sigma_h, scheme)):
     richardson8/10/12   (+-1 .. +-4/5/6)     sink     8, 10, 12 heads                   O(c^8/10/12)
     odd+mirror, richardson4+mirror, .., richardson12+mirror: the same heads, mirror scheme
 
+``sinh`` (ours, on top of mirror): the values are mirrored too (value -v_i with key -k_i). Every head
+   is then odd by itself, f(c) = sum_i v_i sinh(c a_i) / mean_k cosh(c a_k): no constant mean(v) sits
+   in its output, and the -sigma heads are redundant. Positive nodes with odd-moment weights
+   (sum_h w_h sigma_h^{2q+1} = [q == 0], q < H) cancel orders c^2 .. c^{2H-1}: H heads, O(c^{2H}).
+    sinh4               (1, 2)                sinh     2 heads (the paper's budget)     O(c^4)
+    sinh8, sinh12       (1 .. 4), (1 .. 6)    sinh     4, 6 heads                        O(c^8), O(c^12)
+   Besides the order, rounding falls: a zero-value mirror head returns mean(v) + O(theta) and loses
+   ~u |mean v| / theta to rounding, a sinh head returns O(theta) and loses ~u |v| / sqrt(n) / theta.
+   Needs the construction to hold -v on the mirror tokens (``gd`` does; ``bilinear_heads`` refuses
+   otherwise). The bounds below hold with s_v the sum over one copy of the values.
+   The mirror must be *exact*: a head's response to a symmetric part s of the values (the same value
+   on k and -k) is its constant term, sum_h w_h n/(2c) mean(s) ~ s / c, so a symmetric rounding
+   residue is multiplied by ~1/c every loop (measured: 1e27 after 20 loops at theta = 0.1). The GD
+   construction therefore re-forms the mirror tokens exactly after every step (a pairing head, exact
+   in floating point), at the price of a second layer in the loop.
+
 More heads pay while the largest score max|sigma_h| theta stays inside the radius where the
 softmax ratio is analytic (about pi/2: the mirror denominators mean cosh(z c a) first vanish at
 |z c a| = pi/2): Newton in float64 reaches its 1e-11 target only with 10 heads (README table).
@@ -59,7 +75,13 @@ _SIGMAS: dict[str, tuple[float, ...]] = {
     "richardson10": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0),
     "richardson12": (1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0, 6.0, -6.0),
 }
-VARIANTS: dict[str, tuple[float, ...]] = {**_SIGMAS, **{f"{k}+mirror": v for k, v in _SIGMAS.items() if k != "paper"}}
+_SINH: dict[str, tuple[float, ...]] = {     # mirrored values: positive nodes only, order 2 x heads
+    "sinh4": (1.0, 2.0),
+    "sinh8": (1.0, 2.0, 3.0, 4.0),
+    "sinh12": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0),
+}
+VARIANTS: dict[str, tuple[float, ...]] = {**_SIGMAS, **{f"{k}+mirror": v for k, v in _SIGMAS.items() if k != "paper"},
+                                          **_SINH}
 DEFAULT_VARIANT = "odd+mirror"  # the most accurate with the paper's two heads (see the README table)
 
 
@@ -69,8 +91,15 @@ def check_variant(variant: str) -> None:
 
 
 def is_mirror(variant: str) -> bool:
+    """No sink: the key set is symmetric (the ``+mirror`` and ``sinh`` variants)."""
     check_variant(variant)
-    return variant.endswith("+mirror")
+    return variant.endswith("+mirror") or variant in _SINH
+
+
+def odd_values(variant: str) -> bool:
+    """The ``sinh`` variants: the values are mirrored with the keys, so every head is odd by itself."""
+    check_variant(variant)
+    return variant in _SINH
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,7 +108,8 @@ def _exact_weights(variant: str) -> tuple[Fraction, ...]:
     float solve of this Vandermonde system loses the moment conditions beyond ~10 heads)."""
     s = [Fraction(x).limit_denominator(10 ** 6) for x in VARIANTS[variant]]
     H = len(s)
-    A = [[s[h] ** p for h in range(H)] + [Fraction(int(p == 1))] for p in range(H)]
+    powers = [2 * q + 1 for q in range(H)] if variant in _SINH else list(range(H))   # sinh: odd moments
+    A = [[s[h] ** p for h in range(H)] + [Fraction(int(p == 1))] for p in powers]
     for col in range(H):                                   # Gauss-Jordan, exact
         piv = next(r for r in range(col, H) if A[r][col] != 0)
         A[col], A[piv] = A[piv], A[col]
@@ -105,8 +135,8 @@ def order(variant: str) -> int:
     s = [Fraction(x).limit_denominator(10 ** 6) for x in VARIANTS[variant]]
     w = _exact_weights(variant)
     p = 2
-    while sum(wh * sh ** p for wh, sh in zip(w, s)) == 0:
-        p += 1
+    while variant in _SINH and p % 2 == 0 or sum(wh * sh ** p for wh, sh in zip(w, s)) == 0:
+        p += 1          # sinh: even orders vanish in every head by itself (the head is odd)
     return p - 1
 
 
@@ -125,21 +155,29 @@ class Temperature:
 
 def bilinear_heads(layout: Layout, query: np.ndarray, key: np.ndarray, value: np.ndarray,
                    temp: Temperature, variant: str = DEFAULT_VARIANT, name: str = "bilinear",
-                   n_keys: int | None = None, one: str = "one", sink: str = "is_sink") -> tuple[HeadWeights, ...]:
+                   n_keys: int | None = None, one: str = "one", sink: str = "is_sink",
+                   mirrored_values: bool = False) -> tuple[HeadWeights, ...]:
     """Heads whose summed output at token j is ~= sum_i value @ h_i * (query @ h_j).(key @ h_i).
 
     query, key: (k, D) maps; value: (D, D). Each head's query is sigma_h c query. Sink scheme: an
     extra query row reads ``one`` and meets C on ``sink``; the sum runs over non-sink keys and the
     values carry e^C / c. Mirror scheme: the key set must be symmetric (k and -k), ``n_keys`` is the
-    number of keys every query sees, and the values carry n_keys / c.
+    number of keys every query sees, and the values carry n_keys / c. ``mirrored_values``: the token
+    with key -k_i also has value -v_i (the sum over i then counts every sample twice, so the value
+    weights are halved); the ``sinh`` variants need it, every other variant allows it.
     """
     mirror = is_mirror(variant)
+    if odd_values(variant) and not mirrored_values:
+        raise ValueError(f"variant={variant!r} is invalid here: the sinh variants need mirrored values "
+                         "(the token with key -k_i must hold value -v_i); this construction does not provide them")
     if mirror and not (isinstance(n_keys, int) and n_keys >= 1):
         raise ValueError(f"n_keys={n_keys!r} is invalid: the mirror scheme needs the number of keys (>= 1)")
     if not mirror and temp.C <= 0:
         raise ValueError(f"C={temp.C!r} is invalid: the sink scheme needs C > 0")
     k, D = query.shape
     scale = n_keys if mirror else (math.exp(temp.C) if temp.C < 709.0 else math.inf)  # inf: reported as overflow
+    if mirrored_values:
+        scale = scale / 2.0
     out = []
     for h, (sigma, w) in enumerate(zip(VARIANTS[variant], head_weights(variant))):
         rows = k if mirror else k + 1

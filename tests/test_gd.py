@@ -8,7 +8,7 @@ from algoformer.tasks import linear_regression
 from constructions import reference
 from constructions.bridge import build_model
 from constructions.gd import gd_construction, gd_step_layer, move
-from constructions.linearise import Temperature, bilinear_heads, error_bound, head_weights
+from constructions.linearise import Temperature, bilinear_heads, error_bound, head_weights, is_mirror
 from constructions.weights import LayerWeights
 from verify.algorithms import GD, Options
 from verify.emulate import emulate, relative_error
@@ -38,10 +38,10 @@ def test_pre_forms_the_registers_exactly():
 
 
 @given(seed=st.integers(0, 10**6), log_theta=st.floats(-4, -1),
-       variant=st.sampled_from(["paper", "odd", "richardson4", "odd+mirror", "richardson6+mirror"]),
+       variant=st.sampled_from(["paper", "odd", "richardson4", "odd+mirror", "richardson6+mirror", "sinh4", "sinh8"]),
        dtype=st.sampled_from([torch.float64, torch.float32]))
 def test_one_step_matches_numpy_within_the_bound(seed, log_theta, variant, dtype):
-    C = 0.0 if variant.endswith("+mirror") else 30.0 if dtype == torch.float64 else 18.0
+    C = 0.0 if is_mirror(variant) else 30.0 if dtype == torch.float64 else 18.0
     p, con, eta, temp, a_max = setup(seed, theta=10 ** log_theta, C=C, variant=variant)
     lay, N = con.layout, 8
     h0 = reference.apply_stack(con.weights.pre, con.encode(p.x, p.y, p.x_test))
@@ -132,3 +132,50 @@ def test_mirror_scheme_beats_the_sink_at_the_same_heads():
         con = GD.build(opts, eta, auto_temps(v, 22, GD.score_bounds(p, eta), torch.float32), v)
         err[v] = relative_error(emulate(con, p, 10, torch.float32).iterates[:, -1], ref.iterates[:, -1]).max()
     assert err["odd+mirror"] < 0.5 * err["odd"]
+
+
+# -- mirrored values (the sinh variants) -------------------------------------------------------------
+
+def test_mirrored_value_registers_are_exact_mirrors_before_and_after_every_loop():
+    """The sinh heads answer a symmetric part of the values with ~ part / c per loop (measured: 1e27
+    after 20 loops at theta = 0.1 when the y-token updated its own copy): the second loop layer must
+    re-form the mirror exactly, in float32 as in float64."""
+    p, con, *_ = setup(1, theta=1e-2, C=0.0, variant="sinh4")
+    lay, N = con.layout, 8
+    assert len(con.weights.loop) == 2
+    h = reference.apply_stack(con.weights.pre, con.encode(p.x, p.y, p.x_test))
+    np.testing.assert_array_equal(h[:, 1:2 * N:2, lay["xq"]], -h[:, 0:2 * N:2, lay["xq"]])
+    np.testing.assert_array_equal(h[:, 0:2 * N:2, lay["xq"]], p.x)
+    np.testing.assert_array_equal(h[:, 2 * N, lay["xq"]], p.x_test)
+    np.testing.assert_array_equal(h[:, 0:2 * N:2, lay["rv"]], -p.y)
+    np.testing.assert_array_equal(h[:, 2 * N:, lay["rv"]], 0.0)
+    for dtype in (torch.float64, torch.float32):
+        model = build_model(con.weights, dtype=dtype)
+        ht = torch.from_numpy(h).to(dtype)
+        for t in range(1, 6):
+            ht = model.run_loop(ht, t)
+            rv = ht[:, :, lay["rv"]]
+            assert torch.equal(rv[:, 1:2 * N:2], -rv[:, 0:2 * N:2])               # bit for bit
+            assert torch.equal(rv[:, 2 * N:], torch.zeros_like(rv[:, 2 * N:]))   # test token and sink
+
+
+def test_sinh4_has_order_four_with_the_papers_two_heads():
+    """Two heads and mirrored values: the GD error falls as theta^4 (odd+mirror, the same two heads
+    with zero-value mirrors: theta^2)."""
+    errs = {}
+    for variant in ("sinh4", "odd+mirror"):
+        e = []
+        for theta in (1e-1, 1e-2):
+            p, con, eta, temp, a_max = setup(2, theta=theta, C=0.0, variant=variant)
+            assert sum(len(layer.heads) for layer in con.weights.loop if layer.name == "gd-step") == 2
+            emu = emulate(con, p, 5, torch.float64)
+            e.append(relative_error(emu.iterates[:, -1], gd_reference(p, 5, eta).iterates[:, -1]).max())
+        errs[variant] = np.log10(e[0] / e[1])           # decades gained per decade of theta
+    assert 3.6 < errs["sinh4"] < 4.4 and 1.8 < errs["odd+mirror"] < 2.2
+
+
+def test_sinh_variants_refused_where_values_are_not_mirrored():
+    from constructions.newton import newton_construction
+    temps = {g: Temperature(0.0, 1e-2) for g in ("pre", "loop", "post")}
+    with pytest.raises(ValueError, match="sinh4.*mirrored values"):
+        newton_construction(3, 8, 1e-3, temps, "sinh4")

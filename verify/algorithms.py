@@ -14,7 +14,7 @@ import numpy as np
 
 from algoformer.tasks import Regression, linear_regression
 from constructions.gd import gd_construction
-from constructions.linearise import Temperature
+from constructions.linearise import Temperature, odd_values
 from constructions.newton import alpha_limit, loop_score_bound, newton_construction
 from constructions.prompt import Construction
 
@@ -54,6 +54,8 @@ class Algorithm:
     emulation_bound: Callable | None = None
     # (problem, iters, step, numpy dtype) -> Trajectory: the algorithm in another arithmetic
     reference_in: Callable | None = None
+    # the linearisation variants its construction takes (the sinh ones need mirrored values)
+    supports: Callable[[str], bool] = lambda variant: not odd_values(variant)
 
 
 def _bound_violations(problem: Regression, opts: Options) -> np.ndarray:
@@ -91,6 +93,7 @@ GD = Algorithm(
     emulation_bound=lambda p, ref, eta, iters, temps, variant, n, u:
         gd_emulation_bound(p, ref, eta, temps["loop"], variant, n, u)[:, -1],
     reference_in=gd_reference,
+    supports=lambda variant: True,
 )
 
 

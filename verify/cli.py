@@ -48,8 +48,12 @@ def _positive_float(s: str) -> float:
     return v
 
 
+class AllVariants(list):
+    """``--variant all``: every variant the chosen algorithm's construction supports."""
+
+
 def _variants(s: str) -> list[str]:
-    names = list(VARIANTS) if s == "all" else [v.strip() for v in s.split(",")]
+    names = AllVariants(VARIANTS) if s == "all" else [v.strip() for v in s.split(",")]
     bad = [v for v in names if v not in VARIANTS]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of {', '.join(VARIANTS)}, got {s!r}")
@@ -182,7 +186,16 @@ def run_algorithm(args: argparse.Namespace) -> int:
                    step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
     if "q" in algo.options and args.q >= args.N:
         raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
-    config, rows = _sweep(algo, opts, args.iters, args.variant, dtypes, device)
+    variants = args.variant
+    if isinstance(variants, AllVariants):
+        variants = [v for v in variants if algo.supports(v)]
+    else:
+        bad = [v for v in variants if not algo.supports(v)]
+        if bad:
+            raise ArgumentError(f"argument --variant: {bad[0]!r} needs mirrored values, which the {algo.name} "
+                                f"construction does not provide; expected one of "
+                                f"{', '.join(v for v in VARIANTS if algo.supports(v))}")
+    config, rows = _sweep(algo, opts, args.iters, variants, dtypes, device)
     config["torch"] = torch.__version__
     print(format_config(config))
     if not rows:
