@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 
-import verify.algorithms  # noqa: F401  (resolves verify's import order before the submodules below)
 from algoformer import train as train_cli
 from algoformer.tasks import Regression
 from algoformer.training import initialisers

@@ -83,3 +83,14 @@ def test_violating_problems_are_reported_not_run(capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "outside the construction's assumptions" in out and "x_bound" in out
+
+
+@pytest.mark.parametrize("module", ["verify.algorithms_decoder", "verify.algorithms_representation",
+                                    "verify.bounds", "verify.sweep", "verify.algorithms"])
+def test_every_verify_module_imports_first_and_registers_every_algorithm(module):
+    """A circular import once made ``import verify.algorithms_decoder`` (imported first) fail."""
+    import subprocess
+    import sys
+    code = f"import {module}; from verify.algorithms import ALGORITHMS; print(sorted(ALGORITHMS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sorted(["gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot"]))

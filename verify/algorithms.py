@@ -131,8 +131,7 @@ NEWTON = Algorithm(
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}
 
-from . import algorithms_representation  # noqa: E402,F401  (registers copy, representation, ar in ALGORITHMS)
-
-from .algorithms_decoder import DECODER_ALGORITHMS  # noqa: E402  (Theorems 4.2 and 3.3)
-
-ALGORITHMS.update({a.name: a for a in DECODER_ALGORITHMS})
+# Each of these registers its algorithms in ALGORITHMS when imported (copy, representation, ar; then
+# decoder-gd, cot). They import this module first, so importing either of them first works too.
+from . import algorithms_representation  # noqa: E402,F401
+from . import algorithms_decoder  # noqa: E402,F401

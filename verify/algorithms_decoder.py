@@ -20,7 +20,7 @@ from algoformer.tasks import Regression
 from constructions.causal_gd import causal_gd_construction
 from constructions.chain_of_thought import COT_LAYERS, cot_construction, cot_positions
 
-from .algorithms import Algorithm, Options, _bound_violations
+from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
 from .references import Trajectory
 
 
@@ -178,3 +178,4 @@ COT = Algorithm(
 )
 
 DECODER_ALGORITHMS = (DECODER_GD, COT)
+ALGORITHMS.update({a.name: a for a in DECODER_ALGORITHMS})
