@@ -50,9 +50,10 @@ from algoformer.training.prompts import Prompt
 from . import bridge
 from .causal_gd import causal_gd_construction
 from .linearise import DEFAULT_VARIANT, Temperature, choose_temperature
-from .newton import alpha_limit, loop_score_bound, newton_construction
+from .newton import alpha_limit, newton_construction
 from .prompt import Construction
 from .representation import representation_construction
+from .scores import decoder_score_bounds, gram_max, newton_score_bounds, prefix_moments
 
 VARIANT = DEFAULT_VARIANT
 CALIBRATION_SEED = 4_202_135_72          # the paper's arXiv number; independent of the training seed
@@ -156,43 +157,6 @@ def auto_temps(scores: dict[str, float], n: int) -> dict[str, Temperature]:
     return {g: choose_temperature(VARIANT, n, max(a, 1e-300), UNIT_ROUNDOFF, LOG_MAX) for g, a in scores.items()}
 
 
-# -- score bounds (the same bounds as verify's algorithms; verify may not be imported here) ----------------
-def gram_max(p: Regression) -> float:
-    pts = np.concatenate([p.x, p.x_test[:, None]], axis=1)
-    return float(np.abs(np.einsum("bni,bmi->bnm", pts, p.x)).max())
-
-
-def prefix_moments(p: Regression) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions 1..N'+1: X (B, N'+1, d) with x_test last, S_i = mean_{j<i} x_j x_j^T, b_i = mean_{j<i} y_j x_j."""
-    x, y = p.x, p.y[..., 0]
-    B, N, d = x.shape
-    X = np.concatenate([x, p.x_test[:, None]], axis=1)
-    S = np.concatenate([np.zeros((B, 1, d, d)), np.cumsum(np.einsum("bni,bnj->bnij", x, x), axis=1)], axis=1)
-    b = np.concatenate([np.zeros((B, 1, d)), np.cumsum(y[..., None] * x, axis=1)], axis=1)
-    count = np.maximum(np.arange(N + 1), 1.0)
-    return X, S / count[None, :, None, None], b / count[None, :, None]
-
-
-def decoder_scores(p: Regression, eta: float) -> dict[str, float]:
-    """max |a| of the loop (|w^T x_j - y_j|) and read-out (|w^T x_j|) heads: ||w^i_k|| <= kappa ||w*_i||."""
-    X, S, b = prefix_moments(p)
-    w_star = np.einsum("bnij,bnj->bni", np.linalg.pinv(S, hermitian=True), b)
-    kappa = np.where(eta * np.linalg.eigvalsh(S)[..., -1] <= 1.0, 1.0, 2.0)
-    w_max = kappa * np.linalg.norm(w_star, axis=-1)                              # (B, N'+1)
-    zero = np.zeros((p.x.shape[0], 1))
-    run_x = np.concatenate([zero, np.maximum.accumulate(np.linalg.norm(p.x, axis=-1), axis=1)], axis=1)
-    run_y = np.concatenate([zero, np.maximum.accumulate(np.abs(p.y[..., 0]), axis=1)], axis=1)
-    seen_x = np.maximum.accumulate(np.linalg.norm(X, axis=-1), axis=1)
-    return {"mean": float((w_max * run_x + run_y).max()), "post": float((w_max * seen_x).max())}
-
-
-def newton_scores(p: Regression, alpha: float) -> dict[str, float]:
-    Sinv = np.linalg.inv(np.einsum("bni,bnj->bij", p.x, p.x))
-    h = np.einsum("bni,bij,bnj->bn", p.x, Sinv, p.x).max()
-    h_test = np.einsum("bi,bij,bj->b", p.x_test, Sinv, p.x_test).max()
-    return {"pre": gram_max(p), "loop": loop_score_bound(p.x, alpha), "post": float(2.0 * np.sqrt(max(h, h_test) * h))}
-
-
 def lambda_max(x: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(np.einsum("...ni,...nj->...ij", x, x) / x.shape[-2])[..., -1]
 
@@ -203,7 +167,7 @@ def make_gd(cfg, cal: Regression | None) -> tuple[Construction, str]:
     if cal is None:
         return causal_gd_construction(cfg.d, N, 1.0, {"mean": _PLACEHOLDER, "post": _PLACEHOLDER}, VARIANT), ""
     eta = float(1.0 / np.linalg.eigvalsh(prefix_moments(cal)[1])[..., -1].max())
-    con = causal_gd_construction(cfg.d, N, eta, auto_temps(decoder_scores(cal, eta), 2 * N + 2), VARIANT)
+    con = causal_gd_construction(cfg.d, N, eta, auto_temps(decoder_score_bounds(cal, eta), 2 * N + 2), VARIANT)
     n = con.weights.notes
     return con, (f"eta={eta:.4g}, loop c={n['c_mean']:.3g} (mirror, no sink), "
                  f"read-out C={n['C_post']:.3g} c={n['c_post']:.3g} (sink)")
@@ -218,7 +182,7 @@ def make_newton(cfg, cal: Regression | None) -> tuple[Construction, str]:
     if cal is None:
         return newton_construction(cfg.d, N, 1.0, dict.fromkeys(("pre", "loop", "post"), _PLACEHOLDER), VARIANT), ""
     alpha = float(0.5 * alpha_limit(cal.x).min())
-    con = newton_construction(cfg.d, N, alpha, auto_temps(newton_scores(cal, alpha), 2 * N + 2), VARIANT)
+    con = newton_construction(cfg.d, N, alpha, auto_temps(newton_score_bounds(cal, alpha), 2 * N + 2), VARIANT)
     n = con.weights.notes
     return con, f"alpha={alpha:.4g}, " + ", ".join(f"{g} c={n['c_' + g]:.3g}" for g in ("pre", "loop", "post"))
 

@@ -15,7 +15,8 @@ from constructions.causal_gd import (EXCLUDE, causal_gd_construction, mean_error
 from constructions.layout import Layout
 from constructions.linearise import Temperature, error_bound
 from verify.algorithms import ALGORITHMS  # first: it registers the decoder algorithms
-from verify.algorithms_decoder import _decoder_scores, decoder_gd_reference
+from constructions.scores import decoder_score_bounds as _decoder_scores
+from verify.algorithms_decoder import decoder_gd_reference
 from verify.cli import main
 
 U64 = 2.0 ** -53

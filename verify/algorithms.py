@@ -15,8 +15,9 @@ import numpy as np
 from algoformer.tasks import Regression, linear_regression
 from constructions.gd import gd_construction
 from constructions.linearise import Temperature, odd_values
-from constructions.newton import alpha_limit, loop_score_bound, newton_construction
+from constructions.newton import alpha_limit, newton_construction
 from constructions.prompt import Construction
+from constructions.scores import gram_max, newton_score_bounds
 
 from .bounds import gd_emulation_bound, newton_emulation_bound
 from .references import Trajectory, gd_reference, newton_reference
@@ -63,11 +64,6 @@ def _bound_violations(problem: Regression, opts: Options) -> np.ndarray:
     return np.where(big > opts.x_bound, np.char.add("max|x| > x_bound=", str(opts.x_bound)), "")
 
 
-def _gram_max(problem: Regression) -> float:
-    pts = np.concatenate([problem.x, problem.x_test[:, None]], axis=1)
-    return float(np.abs(np.einsum("bni,bmi->bnm", pts, problem.x)).max())
-
-
 # -- gradient descent (Lemma A.2) -------------------------------------------------------------
 def _gd_lmax(p: Regression) -> np.ndarray:
     S = np.einsum("bni,bnj->bij", p.x, p.x) / p.x.shape[1]
@@ -86,7 +82,7 @@ GD = Algorithm(
     draw=lambda rng, o: linear_regression(rng, o.problems, o.N, o.d, o.m),
     choose_step=lambda p: float(1.0 / _gd_lmax(p).max()),
     violations=_gd_violations,
-    score_bounds=lambda p, eta: {"loop": _gram_max(p) / p.x.shape[1]},
+    score_bounds=lambda p, eta: {"loop": gram_max(p) / p.x.shape[1]},
     build=lambda o, eta, temps, variant: gd_construction(o.d, o.N, eta, temps["loop"], o.m, variant, o.x_bound,
                                                           register_bound=o.register_bound),
     reference=gd_reference,
@@ -104,23 +100,13 @@ def _newton_violations(p: Regression, opts: Options, alpha: float) -> np.ndarray
     return np.where((v == "") & bad, "alpha >= 2/||S S^T||: Newton-Schulz does not converge", v)
 
 
-def _newton_scores(p: Regression, alpha: float) -> dict[str, float]:
-    """pre: |x_i.x_j|; loop: ``loop_score_bound``; post: |x_j^T M_k x_i| <= 2 sqrt(h_j h_i) with
-    h = x^T S^{-1} x (M_k is PSD with M_k S's eigenvalues in (0, 2)), x_j a sample or x_test."""
-    Sinv = np.linalg.inv(np.einsum("bni,bnj->bij", p.x, p.x))
-    h = np.einsum("bni,bij,bnj->bn", p.x, Sinv, p.x).max()
-    h_test = np.einsum("bi,bij,bj->b", p.x_test, Sinv, p.x_test).max()
-    return {"pre": _gram_max(p), "loop": loop_score_bound(p.x, alpha),
-            "post": float(2.0 * np.sqrt(max(h, h_test) * h))}
-
-
 NEWTON = Algorithm(
     name="newton", summary="Newton's iteration for linear regression (Lemma A.4, Thm 4.1)",
     step_name="alpha",
     draw=lambda rng, o: linear_regression(rng, o.problems, o.N, o.d, 1),
     choose_step=lambda p: float(0.5 * alpha_limit(p.x).min()),
     violations=_newton_violations,
-    score_bounds=_newton_scores,
+    score_bounds=newton_score_bounds,
     build=lambda o, alpha, temps, variant: newton_construction(o.d, o.N, alpha, temps, variant, o.x_bound,
                                                                   register_bound=o.register_bound),
     reference=newton_reference,

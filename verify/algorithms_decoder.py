@@ -19,27 +19,16 @@ from algoformer import tasks
 from algoformer.tasks import Regression
 from constructions.causal_gd import causal_gd_construction
 from constructions.chain_of_thought import COT_LAYERS, cot_construction, cot_positions
+from constructions.scores import decoder_score_bounds, prefix_moments
 
 from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
 from .references import Trajectory
 
 
 # -- Theorem 4.2: GD with causal attention ----------------------------------------------------------
-def _prefixes(p: Regression) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All N + 1 positions: X (B, N+1, d) with x_test last, S_i = mean_{j<i} x_j x_j^T, b_i = mean y_j x_j
-    (zero for i = 1, whose prefix is empty)."""
-    x, y = p.x, p.y[..., 0]
-    B, N, d = x.shape
-    X = np.concatenate([x, p.x_test[:, None]], axis=1)
-    cum_S = np.concatenate([np.zeros((B, 1, d, d)), np.cumsum(np.einsum("bni,bnj->bnij", x, x), axis=1)], axis=1)
-    cum_b = np.concatenate([np.zeros((B, 1, d)), np.cumsum(y[..., None] * x, axis=1)], axis=1)
-    count = np.maximum(np.arange(N + 1), 1.0)                      # i - 1 samples before x_i
-    return X, cum_S / count[None, :, None, None], cum_b / count[None, :, None]
-
-
 def decoder_gd_reference(p: Regression, iters: int, eta: float) -> Trajectory:
     """w^i_{k+1} = w^i_k - eta (S_i w^i_k - b_i) from w^i_0 = 0, at every position i (Eq. 6)."""
-    X, S, b = _prefixes(p)
+    X, S, b = prefix_moments(p)
     w = np.zeros_like(X)
     its, preds = [], []
     for _ in range(iters + 1):
@@ -51,7 +40,7 @@ def decoder_gd_reference(p: Regression, iters: int, eta: float) -> Trajectory:
 
 def _prefix_lmax(p: Regression) -> np.ndarray:
     """(B,) max over positions of lambda_max(S_i): the prefix losses' largest curvature."""
-    return np.linalg.eigvalsh(_prefixes(p)[1])[..., -1].max(axis=1)
+    return np.linalg.eigvalsh(prefix_moments(p)[1])[..., -1].max(axis=1)
 
 
 def _decoder_violations(p: Regression, opts: Options, eta: float) -> np.ndarray:
@@ -59,22 +48,6 @@ def _decoder_violations(p: Regression, opts: Options, eta: float) -> np.ndarray:
     bad = eta >= 2.0 / _prefix_lmax(p)
     return np.where((v == "") & bad, "eta >= 2/max_i lambda_max(S_i): GD on a prefix diverges", v)
 
-
-def _decoder_scores(p: Regression, eta: float) -> dict[str, float]:
-    """max |a| of each head group over every loop. GD from 0 keeps w^i_k in the range of S_i with
-    components (1 - (1 - eta lambda)^k) w*_i, so ||w^i_k|| <= kappa ||w*_i||, w*_i = S_i^+ b_i,
-    kappa = 1 if eta lambda_max <= 1 else 2. mean: |w^T x_j - y_j| over j < i; post: |w^T x_j| over j <= i."""
-    X, S, b = _prefixes(p)
-    w_star = np.einsum("bnij,bnj->bni", np.linalg.pinv(S, hermitian=True), b)
-    kappa = np.where(eta * np.linalg.eigvalsh(S)[..., -1] <= 1.0, 1.0, 2.0)
-    w_max = kappa * np.linalg.norm(w_star, axis=-1)                                   # (B, N+1)
-    x_norm = np.linalg.norm(p.x, axis=-1)
-    run_x = np.concatenate([np.zeros((x_norm.shape[0], 1)), np.maximum.accumulate(x_norm, axis=1)], axis=1)
-    run_y = np.concatenate([np.zeros((x_norm.shape[0], 1)), np.maximum.accumulate(np.abs(p.y[..., 0]), axis=1)], axis=1)
-    seen_x = np.maximum.accumulate(np.linalg.norm(X, axis=-1), axis=1)          # keys +-x_j, j < i, and x_i
-    mean = float((w_max * run_x + run_y).max())
-    post = float((w_max * seen_x).max())
-    return {"post": max(post, 1e-300), "mean": max(mean, 1e-300)}
 
 
 def _decoder_verdict(rows, n: int) -> list[str]:
@@ -91,7 +64,7 @@ DECODER_GD = Algorithm(
     draw=lambda rng, o: tasks.linear_regression(rng, o.problems, o.N, o.d, 1),
     choose_step=lambda p: float(1.0 / _prefix_lmax(p).max()),
     violations=_decoder_violations,
-    score_bounds=_decoder_scores,
+    score_bounds=decoder_score_bounds,
     build=lambda o, eta, temps, variant: causal_gd_construction(o.d, o.N, eta, temps, variant,
                                                                 register_bound=o.register_bound),
     reference=decoder_gd_reference,

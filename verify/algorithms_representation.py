@@ -23,7 +23,6 @@ from algoformer import tasks
 from algoformer.tasks import Regression
 from constructions.autoregressive import ar_construction
 from constructions.copy import copy_construction, copy_error_bound, default_beta, window_reference
-from constructions.linearise import error_bound
 from constructions.representation import representation_construction
 
 from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
