@@ -21,6 +21,11 @@ TF_pre (2 layers):
 TF_loop (1 layer = Lemma A.4):
     linearised heads, query Mx_j, key xk_i, value -1/2 Mx_i:  Mx_j <- M x_j - 1/2 M S M x_j
     FFN doubles Mx exactly on x-tokens and zeroes it exactly elsewhere:  Mx_j <- 2 M x_j - M S M x_j
+Mirrored values (the ``sinh`` variants, loop only): the loop gets a first layer, a pairing head
+    writing Mx <- -M x_i onto the y-token of pair i exactly; the step's heads then see value -1/2 Mx
+    with key -x_i on every y-token, so each head is odd by itself (``linearise``: O(c^{2H}) from H
+    heads); the step's FFN zeroes the y-tokens again, so TF_post is unchanged. TF_pre and TF_post keep
+    zero-value mirrors and use richardson+mirror of the same order (``group_variants``).
 TF_post (2 layers):
     1. pairing heads (Lemma A.1): ypair <- 2 mean_pair(y) = y_i on x_i (exact; y-tokens silenced),
        Mk <- -2 mean_pair(Mx) = -M x_i on both tokens; FFN: Mk += 2 Mx (exact): the mirrored keys
@@ -55,7 +60,7 @@ from .embeddings import exact_pairing_beta, pairing_head, quasi_orthogonal
 from .gadgets import gated_copy, identity, zero_where
 from .gd import check_sizes, move
 from .layout import Layout
-from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads
+from .linearise import DEFAULT_VARIANT, Temperature, bilinear_heads, odd_values, order
 from .prompt import Construction, Readout, regression_layout
 from .weights import AlgoFormerWeights, FFNWeights, LayerWeights
 
@@ -80,13 +85,34 @@ def _reader(layout: Layout, reg: str) -> np.ndarray:
 NOT_X = ("is_y", "is_test", "is_sink")
 
 
+def group_variants(variant: str) -> dict[str, str]:
+    """The variant of each linearised group. A ``sinh`` variant needs mirrored values, which only the
+    loop has (``newton_mirror_layer``); TF_pre and TF_post (run once, zero-value mirrors) then use the
+    richardson+mirror variant of the same order (twice the heads)."""
+    if not odd_values(variant):
+        return {"pre": variant, "loop": variant, "post": variant}
+    same = f"richardson{order(variant)}+mirror"
+    return {"pre": same, "loop": variant, "post": same}
+
+
 def newton_step_layer(layout: Layout, temp: Temperature, variant: str = DEFAULT_VARIANT,
                       register_bound: float = 1e8, n_keys: int | None = None) -> LayerWeights:
-    """Lemma A.4: M x <- 2 M x - M S M x on every x-token; maps the layout onto itself."""
+    """Lemma A.4: M x <- 2 M x - M S M x on every x-token; maps the layout onto itself. With a
+    ``sinh`` variant the y-tokens must hold -M x_i when it runs (``newton_mirror_layer`` before it)."""
     heads = bilinear_heads(layout, _reader(layout, "Mx"), _reader(layout, "xk"),
-                           move(layout, "Mx", "Mx", -0.5), temp, variant, "newton", n_keys)
+                           move(layout, "Mx", "Mx", -0.5), temp, variant, "newton", n_keys,
+                           mirrored_values=odd_values(variant))
     ffn = zero_where(layout, "Mx", NOT_X, register_bound, then_scale=2.0)   # double; 0 off x-tokens
     return LayerWeights(heads=heads, ffn=ffn, name="newton-step")
+
+
+def newton_mirror_layer(layout: Layout, pos_eps: float) -> LayerWeights:
+    """Mx on y_i <- -Mx on x_i, exactly (pairing head; x-tokens, test and sink silenced): the mirrored
+    values of the ``sinh`` loop, re-formed exactly before every step (see ``gd`` for why exactly)."""
+    beta = exact_pairing_beta(layout.size("pos"), pos_eps)
+    head = pairing_head(layout, "pos", move(layout, "Mx", "Mx", -2.0), beta, "mirror-Mx",
+                        silence=("is_x", "is_test", "is_sink"))
+    return LayerWeights(heads=(head,), name="newton-mirror")
 
 
 def newton_pre(layout: Layout, alpha: float, x_bound: float, pos_eps: float, temp: Temperature,
@@ -127,11 +153,13 @@ def newton_construction(d: int, N: int, alpha: float, temps: dict[str, Temperatu
     P = quasi_orthogonal(N + 1, pos_eps, seed)
     lay = newton_layout(d, P.shape[1])
     n = 2 * N + 2                                  # keys every query sees
+    gv = group_variants(variant)
+    mirror = (newton_mirror_layer(lay, pos_eps),) if odd_values(variant) else ()
     weights = AlgoFormerWeights(
         lay,
-        pre=newton_pre(lay, alpha, x_bound, pos_eps, temps["pre"], variant, register_bound, n),
-        loop=(newton_step_layer(lay, temps["loop"], variant, register_bound, n),),
-        post=newton_post(lay, pos_eps, temps["post"], variant, n),
+        pre=newton_pre(lay, alpha, x_bound, pos_eps, temps["pre"], gv["pre"], register_bound, n),
+        loop=mirror + (newton_step_layer(lay, temps["loop"], gv["loop"], register_bound, n),),
+        post=newton_post(lay, pos_eps, temps["post"], gv["post"], n),
         notes={"algorithm": "newton", "d": d, "N": N, "alpha": alpha, "variant": variant,
                **{f"C_{k}": t.C for k, t in temps.items()}, **{f"c_{k}": t.c for k, t in temps.items()}},
     )

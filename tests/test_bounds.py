@@ -32,7 +32,7 @@ def _run(seed: int, N: int, d: int, theta: float, variant: str, dtype: str):
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), N=st.integers(6, 14), d=st.integers(2, 5),
        log_theta=st.sampled_from([-1.0, -2.0, -3.0]),
-       variant=st.sampled_from(["paper", "odd+mirror", "richardson4+mirror", "richardson4"]),
+       variant=st.sampled_from(["paper", "odd+mirror", "richardson4+mirror", "richardson4", "sinh4", "sinh8"]),
        dtype=st.sampled_from(["float64", "float32"]))
 def test_measured_deviation_is_under_the_T_loop_bound(seed, N, d, log_theta, variant, dtype):
     it, pred, bound, _ = _run(seed, N, d, 10.0 ** log_theta, variant, dtype)

@@ -175,7 +175,12 @@ def test_sinh4_has_order_four_with_the_papers_two_heads():
 
 
 def test_sinh_variants_refused_where_values_are_not_mirrored():
-    from constructions.newton import newton_construction
-    temps = {g: Temperature(0.0, 1e-2) for g in ("pre", "loop", "post")}
+    """The GD loop inside Theorem 3.1's construction has no mirrored-value registers, and the
+    decoder's loop is already a mirrored mean: both refuse sinh with the reason."""
+    from constructions.causal_gd import causal_gd_construction
+    from constructions.representation import representation_construction
+    from verify.algorithms_representation import representation_phi
     with pytest.raises(ValueError, match="sinh4.*mirrored values"):
-        newton_construction(3, 8, 1e-3, temps, "sinh4")
+        representation_construction(representation_phi(3), 8, 0.1, Temperature(0.0, 1e-2), variant="sinh4")
+    with pytest.raises(ValueError, match="sinh4.*mirrored mean"):
+        causal_gd_construction(3, 8, 0.1, {"mean": Temperature(0.0, 1e-2), "post": Temperature(20.0, 1e-2)}, "sinh4")

@@ -127,3 +127,33 @@ def test_float_precision_has_a_floor():
     _, rows = run_sweep(NEWTON, opts, 5, ["odd"], ["float32"], "cpu", thetas=[1e-1, 1e-2, 1e-5])
     e = {r.theta: r.error_iterate for r in rows if not r.auto}
     assert e[1e-5] > 10 * min(e[1e-1], e[1e-2])
+
+
+def test_sinh_loop_is_mirrored_exactly_and_has_order_four_with_two_heads():
+    """sinh4: the loop's first layer writes -M x_i onto every y-token exactly (bit for bit, float32
+    and float64), its step layer has two heads, and the error falls as theta^4 (the pre and post
+    groups use richardson4+mirror: ``newton.group_variants``)."""
+    from constructions.newton import group_variants
+    assert group_variants("sinh4") == {"pre": "richardson4+mirror", "loop": "sinh4", "post": "richardson4+mirror"}
+    opts = Options(N=10, d=3, problems=4)
+    p = NEWTON.draw(np.random.default_rng(5), opts)
+    alpha = NEWTON.choose_step(p)
+    scores = NEWTON.score_bounds(p, alpha)
+    errs = []
+    for theta in (1e-1, 1e-2):
+        temps = {g: Temperature(0.0, theta / a) for g, a in scores.items()}
+        con = NEWTON.build(opts, alpha, temps, "sinh4")
+        mirror, step = con.weights.loop
+        assert len(step.heads) == 2
+        emu = emulate(con, p, 8, torch.float64)
+        errs.append(relative_error(emu.iterates[:, -1], newton_reference(p, 8, alpha).iterates[:, -1]).max())
+    assert 3.6 < np.log10(errs[0] / errs[1]) < 4.4
+    lay, N = con.layout, 10
+    for dtype in (torch.float64, torch.float32):
+        model = build_model(con.weights, dtype=dtype)
+        h = model.run_pre(model.embed(torch.from_numpy(con.encode(p.x, p.y, p.x_test)).to(dtype)))
+        for t in range(1, 4):
+            h = model.loop[0](h)                                    # the mirror layer
+            mx = h[:, :, lay["Mx"]]
+            assert torch.equal(mx[:, 1:2 * N:2], -mx[:, 0:2 * N:2])
+            h = model.loop[1](h)                                    # the step (zeroes the y-tokens again)

@@ -113,6 +113,7 @@ NEWTON = Algorithm(
     emulation_bound=lambda p, ref, alpha, iters, temps, variant, n, u:
         newton_emulation_bound(p, alpha, iters, temps, variant, n, u)["prediction"][:, -1],
     reference_in=newton_reference,
+    supports=lambda variant: True,
 )
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}

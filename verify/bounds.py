@@ -17,6 +17,7 @@ import numpy as np
 
 from algoformer.tasks import Regression
 from constructions.linearise import Temperature, error_bound, error_bound_total
+from constructions.newton import group_variants
 
 from .references import Trajectory
 
@@ -75,8 +76,10 @@ def newton_emulation_bound(problem: Regression, alpha: float, iters: int, temps:
     g = _newton_geometry(x, xt, float(alpha), iters)
     xt_norm, y_norm, y_abs = np.linalg.norm(xt, axis=1), np.linalg.norm(y, axis=1), np.abs(y).sum(axis=1)
 
+    gv = group_variants(variant)
+
     def one_step(group: str, a_max: np.ndarray, s_v: np.ndarray) -> np.ndarray:
-        return error_bound_total(variant, temps[group], n, a_max, s_v, u)
+        return error_bound_total(gv[group], temps[group], n, a_max, s_v, u)
 
     e = np.sqrt(N) * one_step("pre", g["gram"], alpha * g["xnorm"].sum(axis=1))
     its, preds = [], []

@@ -181,8 +181,9 @@ def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = Tru
     10x above the best error so far, or two rows that lost the signal; with no good row yet (a coarse
     dtype such as bfloat16), two rows whose output has sunk to ~0), and find the overflow point by
     building weights only, without running them; then, with ``refine``, search the floor on a finer
-    grid (theta x 10^(+-1/2), then x 10^(+-1/4) around the better one: the best of a decade grid can
-    sit several times above the floor). Rows come back in order of falling theta."""
+    grid (theta x 10^(+-1/2), then x 10^(+-1/4) around the better one, for the prediction and then for
+    the iterate: the best of a decade grid can sit several times above the floor). Rows come back in
+    order of falling theta."""
     rows = _coarse(run_row, build_overflows, thetas)
     if refine:
         rows = _refine(run_row, rows)
@@ -190,14 +191,22 @@ def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = Tru
 
 
 def _refine(run_row, rows: list[Row]) -> list[Row]:
+    """Around the best prediction, and around the best iterate where that is another row."""
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
         return rows
-    best = min(ok, key=lambda r: r.error_prediction)
-    for step in (10 ** 0.5, 10 ** 0.25):
-        tried = [run_row(best.theta * step), run_row(best.theta / step)]
-        rows += tried
-        best = min([best] + [r for r in tried if r.status == "ok"], key=lambda r: r.error_prediction)
+    for metric in ("error_prediction", "error_iterate"):
+        ok = [r for r in rows if r.status == "ok"]
+        best = min(ok, key=lambda r: getattr(r, metric))
+        if metric == "error_iterate" and best is min(ok, key=lambda r: r.error_prediction):
+            break
+        done = {r.theta for r in rows}
+        for step in (10 ** 0.5, 10 ** 0.25):
+            tried = [run_row(t) for t in (best.theta * step, best.theta / step)
+                     if not any(math.isclose(t, d, rel_tol=1e-9) for d in done)]
+            rows += tried
+            done |= {r.theta for r in tried}
+            best = min([best] + [r for r in tried if r.status == "ok"], key=lambda r: getattr(r, metric))
     return rows
 
 
