@@ -54,8 +54,8 @@ LINEAR = ("1", "c", "C", "e^C/c", "eta e^C/c", "eta/c", "1/c")     # families of
 def loop_variants() -> list[str]:
     """The variants whose layers are expanded in full (orders above 6 get the ``variants`` proof only:
     their expansion to c^8 takes minutes). The sinh variants get the ``variants`` proof (their heads'
-    sum_h w_h sinh(sigma_h z) = z + O(z^{P+1})); their two-layer GD loop (mirrored registers, exact
-    re-mirroring) is checked numerically (``tests/test_gd.py``), not expanded here yet."""
+    sum_h w_h sinh(sigma_h z) = z + O(z^{P+1})) and, for GD, ``gd_sinh_claim`` (the two-layer loop);
+    Newton's sinh loop is checked numerically (``tests/test_newton.py``), not expanded here yet."""
     return [v for v in VARIANTS if stated_order(v) <= 6 and not odd_values(v)]
 
 
@@ -266,6 +266,42 @@ def gd_loop_claim(variant: str, d: int = 2, N: int = 2, post: bool = False) -> t
     return ok and not bad and not bad_post, msgs + bad + bad_post
 
 
+def gd_sinh_claim(variant: str = "sinh4", d: int = 2, N: int = 2) -> tuple[bool, list[str]]:
+    """The mirrored-value GD loop (``sinh`` variants): TF_pre forms xq = +-x_i / x_test and rv = r on
+    x-tokens, -r on y-tokens; loop layer 1 maps r, rv on x-tokens and r on the test token to the GD step
+    at c -> 0 with orders c^1..c^{P-1} vanishing (and zeroes rv off the x-tokens, r on the y-tokens);
+    loop layer 2 (pairing) writes rv_y = -rv_x exactly at leading order."""
+    R, s, build, cons, lay, h = gd_parts(variant, d, N)
+    state, bad, _ = run_stack(symbolic_stack(build, "pre"), h, s, "TF_pre")
+    xs = [[s[f"x{i}_{k}"] for k in range(d)] for i in range(N)] + [[s[f"t{k}"] for k in range(d)]]
+    ys = [s[f"y{i}"] for i in range(N)]
+    want = {}
+    for i in range(N):
+        want[(2 * i, "xq")], want[(2 * i + 1, "xq")] = xs[i], [-v for v in xs[i]]
+        want[(2 * i, "rv")], want[(2 * i + 1, "rv")] = [-ys[i]], [ys[i]]
+    want[(2 * N, "xq")], want[(2 * N, "rv")], want[(2 * N + 1, "rv")] = xs[N], [R.zero], [R.zero]
+    bad += compare(state, want, lay)
+    A = [s[f"a{k}"] for k in range(d)]
+    dot = lambda u, v: sum((a * b for a, b in zip(u, v)), R.zero)
+    grad = [sum(((dot(A, xs[i]) - ys[i]) * xs[i][k] for i in range(N)), R.zero) * QQ(1, N) for k in range(d)]
+    A1 = [a - s["eta"] * g for a, g in zip(A, grad)]
+    target = [list(t) for t in state]
+    for i in range(N):
+        for reg in ("r", "rv"):
+            put(state[2 * i], lay, reg, [dot(A, xs[i]) - ys[i]])
+            put(state[2 * i + 1], lay, reg, [ys[i] - dot(A, xs[i])])
+            put(target[2 * i], lay, reg, [dot(A1, xs[i]) - ys[i]])
+            put(target[2 * i + 1], lay, reg, [R.zero])
+    put(state[2 * N], lay, "r", [dot(A, xs[N])])
+    put(target[2 * N], lay, "r", [dot(A1, xs[N])])
+    P = stated_order(variant)
+    step, mirror = symbolic_stack(build, "loop")
+    ok, msgs = check_expansion(apply_layer(step, state, s, 0, P, []), target, lay, P)
+    final, bad2, _ = run_stack([mirror], target, s, "mirror")
+    bad2 += compare(final, {(2 * i + 1, "rv"): [ys[i] - dot(A1, xs[i])] for i in range(N)}, lay)
+    return ok and not bad and not bad2, msgs + bad + bad2
+
+
 def prove_gd() -> Proof:
     return run_claims(
         "A.2", "Lemma A.2 (gd_construction, d=2, N=2, every variant of order <= 6): TF_pre forms r = A_0 x_i - y_i = -y_i "
@@ -273,7 +309,8 @@ def prove_gd() -> Proof:
         "r_test = A x_test to A' x_test, A' = A - eta grad L(A), exactly at c -> 0, keeping every other "
         "row; c^1..c^{P-1} vanish and c^P does not; TF_post reads A' x_test",
         [("TF_pre registers", gd_pre_claim), ("loop + TF_post, paper", lambda: gd_loop_claim("paper", post=True))]
-        + [(f"loop, {v}", lambda v=v: gd_loop_claim(v)) for v in loop_variants()])
+        + [(f"loop, {v}", lambda v=v: gd_loop_claim(v)) for v in loop_variants()]
+        + [("mirrored-value loop (2 layers), sinh4", gd_sinh_claim)])
 
 
 # -- Lemma A.4 / Theorem 4.1: Newton ------------------------------------------------------------------------
