@@ -54,8 +54,8 @@ LINEAR = ("1", "c", "C", "e^C/c", "eta e^C/c", "eta/c", "1/c")     # families of
 def loop_variants() -> list[str]:
     """The variants whose layers are expanded in full (orders above 6 get the ``variants`` proof only:
     their expansion to c^8 takes minutes). The sinh variants get the ``variants`` proof (their heads'
-    sum_h w_h sinh(sigma_h z) = z + O(z^{P+1})) and, for GD, ``gd_sinh_claim`` (the two-layer loop);
-    Newton's sinh loop is checked numerically (``tests/test_newton.py``), not expanded here yet."""
+    sum_h w_h sinh(sigma_h z) = z + O(z^{P+1})) and their two-layer loops, ``gd_sinh_claim`` and
+    ``newton_sinh_claim`` (sinh4)."""
     return [v for v in VARIANTS if stated_order(v) <= 6 and not odd_values(v)]
 
 
@@ -359,6 +359,27 @@ def newton_claim(variant: str, d: int = 2, N: int = 2, ends: bool = False) -> tu
     return ok and not bad and not bad_post, msgs + bad + bad_post
 
 
+def newton_sinh_claim(variant: str = "sinh4", d: int = 2, N: int = 2) -> tuple[bool, list[str]]:
+    """The mirrored-value Newton loop: layer 1 (pairing) writes Mx = -M x_i on every y-token exactly at
+    leading order; layer 2 (two heads for sinh4) maps M x_j to 2 M x_j - M S M x_j on every x-token
+    at c -> 0 with c^1..c^{P-1} vanishing, and zeroes the y-tokens again."""
+    R, s, build, cons, lay, h = newton_parts(variant, d, N)
+    xs, M, S, MSM, mv = newton_algebra(R, s, d, N)
+    state, _, _ = pre_state("newton", d, N)
+    state = [list(t) for t in state]
+    for i in range(N):
+        put(state[2 * i], lay, "Mx", mv(M, xs[i]))
+    mirror, step = symbolic_stack(build, "loop")
+    mirrored, bad, _ = run_stack([mirror], state, s, "mirror")
+    bad += compare(mirrored, {(2 * i + 1, "Mx"): [-v for v in mv(M, xs[i])] for i in range(N)}, lay)
+    target = [list(t) for t in state]
+    for i in range(N):
+        put(target[2 * i], lay, "Mx", [2 * u - v for u, v in zip(mv(M, xs[i]), mv(MSM, xs[i]))])
+    P = stated_order(variant)
+    ok, msgs = check_expansion(apply_layer(step, mirrored, s, 0, P, []), target, lay, P)
+    return ok and not bad, msgs + bad
+
+
 def newton_tokens(d: int, N: int):
     """The loop state by hand (xs = x_i, Mx = M x_i on x-tokens), for the printed layer."""
     R, s = symbols(data_names(d, N) + [f"m{a}{b}" for a in range(d) for b in range(a, d)])
@@ -401,6 +422,7 @@ def printed_newton_claim(d: int = 2, N: int = 2) -> tuple[bool, list[str]]:
 def prove_newton() -> Proof:
     claims = [(f"TF_pre + loop + TF_post, {v}", lambda v=v: newton_claim(v, ends=True)) for v in ("paper", DEFAULT_VARIANT)]
     claims += [(f"loop, {v}", lambda v=v: newton_claim(v)) for v in loop_variants()]
+    claims.append(("mirrored-value loop (2 layers), sinh4", newton_sinh_claim))
     claims.append(("printed FFN 'weight 1/c' cannot (defect 1)", lambda: _negate(printed_newton_claim())))
     return run_claims(
         "A.4", "Lemma A.4 / Thm 4.1 (newton_construction, d=2, N=2, every variant of order <= 6, M symmetric): TF_pre gives "
