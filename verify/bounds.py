@@ -1,4 +1,4 @@
-"""Bounds on the emulation error after T loops (issue 4, item 3), per problem and per loop.
+"""Bounds on the emulation error after T loops, per problem and per loop.
 
 A one-step bound (``constructions.linearise.error_bound``) says how far one linearised layer lands
 from the exact step *from the same state*. After T loops the deviations of earlier loops are carried
@@ -55,9 +55,11 @@ def newton_emulation_bound(problem: Regression, alpha: float, iters: int, temps:
     rounding of the residual add (the doubling and the zeroing are exact in floating point).
     ||I - G_k|| = 1 whenever N > d (G_k is 0 on the null space of X): errors there are carried, not
     damped; ||I - M_k S|| stays near 1 until M_k has converged in the smallest eigen-direction of S,
-    so the factor is about 2 per loop for the first ~log2(kappa) loops. That is the amplification
-    the issue asks about: Newton's truncation error is paid once, its rounding is doubled per loop
-    while the small eigenvalues are still being found.
+    so the factor is about 2 per loop for the first ~log2(kappa) loops: each loop's truncation and
+    rounding error is doubled per loop while the small eigenvalues are still being found. With a
+    ``sinh`` variant the loop's first layer (re-mirroring, a pairing head) is exact and the step's
+    one-step bound is the sinh one (s_v over one copy of the values); pre and post use
+    ``newton.group_variants``.
 
     TF_post. Layer 1 is exact (pairing heads, identity FFN). Layer 2, the "post" group, returns
     sum_i y_i (M x_i).x_test: the carried error is |x_test^T E_k y| <= |x_test| e_k |y|, plus
