@@ -44,7 +44,7 @@ import torch
 
 from algoformer import AlgoFormer
 from algoformer.tasks import Regression
-from algoformer.training.initialisers import Initialised, Shape
+from algoformer.training.initialisers import Initialised, Reference, Shape
 from algoformer.training.prompts import Prompt
 
 from . import bridge
@@ -205,6 +205,7 @@ class ConstructionInitialiser:
     tasks: tuple[str, ...]
     theorem: str
     make: Callable
+    reference: tuple[str, str, str]      # (algorithm, the notes' key of its step, features): ``Reference``
 
     def _check(self, cfg) -> None:
         if cfg.n_points < 2:
@@ -220,10 +221,12 @@ class ConstructionInitialiser:
         rng = np.random.default_rng(CALIBRATION_SEED)
         cal = split(cfg.task_spec().sample(rng, CALIBRATION_PROBLEMS, cfg.n_points))
         con, info = self.make(cfg, cal)
+        notes = dict(con.weights.notes)
+        algorithm, step, features = self.reference
         return Initialised(trainable_model(con, cfg.attention), encoder_for(con),
                            f"initialised from the {self.name} construction ({self.theorem}), variant {VARIANT}, "
                            f"{info}; prompts in the construction's own encoding (D={con.weights.d_model})",
-                           dict(con.weights.notes))
+                           notes, Reference(algorithm, float(notes[step]), features))
 
 
 def _shape(plugin: ConstructionInitialiser, task: str, d: int, n_points: int, phi_seed: int, cfg) -> Shape:
@@ -236,7 +239,8 @@ def _shape(plugin: ConstructionInitialiser, task: str, d: int, n_points: int, ph
 
 _SHAPES: dict[tuple, Shape] = {}
 
-gd = ConstructionInitialiser("gd", ("linear",), "Theorem 4.2, decoder GD", make_gd)
-newton = ConstructionInitialiser("newton", ("linear",), "Theorem 4.1, Newton-Schulz", make_newton)
+gd = ConstructionInitialiser("gd", ("linear",), "Theorem 4.2, decoder GD", make_gd, ("gd", "eta", "x"))
+newton = ConstructionInitialiser("newton", ("linear",), "Theorem 4.1, Newton-Schulz", make_newton,
+                                 ("newton", "alpha", "x"))
 representation = ConstructionInitialiser("representation", ("representation",), "Theorem 3.1, GD on Phi*(x)",
-                                         make_representation)
+                                         make_representation, ("gd", "eta", "phi"))

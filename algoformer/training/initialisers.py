@@ -8,8 +8,9 @@ loaded here with ``importlib.metadata`` only when a run asks for it. A plug-in p
     tasks                     the tasks whose prompts its construction solves
     shape(cfg) -> Shape       the model's width, heads per layer and layers per stage (cheap: no
                               data); they are dictated by the construction
-    build(cfg) -> Initialised the trainable model holding the constructed weights, and the prompt
-                              encoder that feeds it
+    build(cfg) -> Initialised the trainable model holding the constructed weights, the prompt
+                              encoder that feeds it and (optionally) the numpy algorithm its loop
+                              emulates (``Reference``; ``python -m algoformer.evaluate`` uses both)
 
 The construction's own format. A construction reads its prompt through named registers (positional
 codes, token-kind indicators, a sink), which the training's linear read-in of raw tokens cannot
@@ -43,12 +44,22 @@ class Shape:
     detail: str     # per stage, e.g. "pre 2; loop 2; post 2" (heads per layer)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The numpy algorithm that the construction's loop emulates, one loop per step
+    (``baselines.each_step``): evaluate compares the run with it loop by loop on the same prompts."""
+    algorithm: str                         # gd | newton (``baselines.PATHS``)
+    step: float                            # eta (gd) or alpha (newton), fixed by the weights
+    features: str = "x"                    # x, or phi: the task's Phi*(x) (representation)
+
+
 @dataclass
 class Initialised:
     model: AlgoFormer                      # float32, trainable, holding the constructed weights
     encode: Callable[[Prompt], Prompt]     # task prompt -> the construction's own prompt
     description: str                       # one line for the run header (construction, variant, temperature)
     notes: dict                            # the construction's parameters (step, temperatures, variant, sizes)
+    reference: Reference | None = None     # what its loop computes, if the plug-in says
 
 
 class Initialiser(Protocol):
