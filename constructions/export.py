@@ -135,6 +135,10 @@ def export_run(run_dir: str | Path, path: str | Path) -> tuple[Path, Path]:
     regression tasks, where the answers are read."""
     from algoformer.evaluate import load_run
     cfg, model, step = load_run(run_dir)
+    if cfg.init_from is not None:          # its prompts are the construction's encoding, not decoder_meta's
+        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: it was initialised from the {cfg.init_from} "
+                         "construction; export_run writes runs on the task's own prompts (export the "
+                         "construction with export_construction)")
     extra = {"training": cfg.to_dict(), "step": step}
     if cfg.task in ("linear", "representation"):
         extra.update(decoder_meta(cfg.n_points))
