@@ -156,10 +156,101 @@ def test_algoformer_never_imports_constructions_or_verify():
             assert not any(n.split(".")[0] in ("constructions", "verify") for n in names), (path, names)
 
 
-def test_evaluate_refuses_an_initialised_run_with_one_line(tmp_path, capsys):
+# -- evaluate ---------------------------------------------------------------------------------------
+EVAL_BATCH, EVAL_SEED, MAX_LOOPS = 64, 7, 4 * T
+# Adam moves every weight by about lr whatever its gradient (zeros included), and at lr 1e-8 two steps
+# already take Newton far from its construction (measured: error at T 60 against numpy's 1.6, d = 3,
+# N = 8). These runs check evaluate, not fine-tuning: at lr 1e-30 every nonzero float32 weight is
+# unchanged and the zeros move to ~1e-30, so the run is still the construction.
+UNTRAINED = ("--steps", "2", "--lr", "1e-30")
+
+
+def _evaluate(run, out, capsys) -> tuple[dict, list[str]]:
     from algoformer import evaluate
-    assert train_cli.main(_args("gd", "linear", tmp_path / "run", "--steps", "1")) == 0
     capsys.readouterr()
-    assert evaluate.main([str(tmp_path / "run"), "--out", str(tmp_path / "ev")]) == 2
+    rc = evaluate.main([str(run), "--out", str(out), "--batch", str(EVAL_BATCH), "--seed", str(EVAL_SEED),
+                        "--max-loops", str(MAX_LOOPS)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "does not support" not in captured.err and "error" not in captured.err
+    return json.loads((out / "eval.json").read_text()), captured.out.splitlines()
+
+
+def _error_bound(ref: np.ndarray, y: np.ndarray) -> float:
+    """|mean (p - y)^2 - mean (r - y)^2| <= mean |p - r| (2 |r - y| + |p - r|) for |p - r| <= delta,
+    delta = REL32 x the largest reference prediction (the step-0 tolerance)."""
+    delta = REL32 * np.abs(ref).max()
+    return float(np.mean(delta * (2 * np.abs(ref - y) + delta)))
+
+
+@pytest.mark.parametrize("name, task", CASES)
+def test_evaluate_compares_an_initialised_run_with_its_algorithm_loop_by_loop(name, task, tmp_path, capsys):
+    """evaluate rebuilds the run through the plug-in and re-encodes the same task prompts; its per-loop
+    error at T and at 4T matches the numpy algorithm (verify's references, the construction's step)
+    on the same prompts, and its own reference curve is that algorithm at every loop."""
+    args = _args(name, task, tmp_path / "run", *UNTRAINED)
+    cfg, _ = train_cli.parse(args)
+    assert train_cli.main(args) == 0
+    result, out = _evaluate(tmp_path / "run", tmp_path / "ev", capsys)
+    notes = initialisers.load(name).build(cfg).notes
+    prompt = cfg.task_spec().sample(np.random.default_rng(EVAL_SEED), EVAL_BATCH, cfg.n_points)
+    n_scored = N if name == "gd" else 1
+    y = prompt.y[:, -n_scored:, 0].astype(np.float64)
+    curve, own = result["per_loop"]["run"], result["per_loop_reference"]["run"]["per_loop"]
+    assert len(curve) == len(own) == MAX_LOOPS + 1
+    for t in (T, MAX_LOOPS):
+        ref = _reference(name, cfg, prompt, notes, t)
+        err = float(np.mean((ref - y) ** 2))
+        assert abs(curve[t] - err) <= _error_bound(ref, y), (t, curve[t], err)
+    y32 = y.astype(np.float32).astype(np.float64)           # the prompt holds its targets in float32
+    own_ref = [np.mean((_reference(name, cfg, prompt, notes, t) - y32) ** 2) for t in range(MAX_LOOPS + 1)]
+    np.testing.assert_allclose(own, own_ref, rtol=1e-9, atol=1e-300)
+    assert result["figures"] == (["fig2_samples.png", "fig3_loops.png", "fig5_baselines.png"] if name == "gd"
+                                 else ["fig3_loops.png"])
+    for fig in ("fig2_samples.png", "fig3_loops.png", "fig5_baselines.png"):
+        assert (tmp_path / "ev" / fig).exists() == (fig in result["figures"]), fig
+    assert any(line.strip().startswith("run: per loop: T=3") for line in out), out
+
+
+def test_evaluate_gd_per_sample_curve_is_prefix_gd(tmp_path, capsys):
+    """The decoder construction answers at every x_i: its Fig. 2 curve is prefix GD after T steps, sample
+    by sample, and it is drawn in Fig. 2 and Fig. 5 with no reason line."""
+    args = _args("gd", "linear", tmp_path / "run", *UNTRAINED)
+    cfg, _ = train_cli.parse(args)
+    assert train_cli.main(args) == 0
+    result, out = _evaluate(tmp_path / "run", tmp_path / "ev", capsys)
+    prompt = cfg.task_spec().sample(np.random.default_rng(EVAL_SEED), EVAL_BATCH, cfg.n_points)
+    ref = _reference("gd", cfg, prompt, initialisers.load("gd").build(cfg).notes, T)          # (B, N)
+    y = prompt.y[..., 0].astype(np.float64)
+    curve = result["per_sample"]["run"]
+    assert len(curve) == N
+    for i in range(N):
+        err = float(np.mean((ref[:, i] - y[:, i]) ** 2))
+        assert abs(curve[i] - err) <= _error_bound(ref[:, i], y[:, i]) + REL32 ** 2 * np.abs(ref).max() ** 2, i
+    assert result["not_drawn"] == {} and not any("not drawn" in line for line in out)
+
+
+@pytest.mark.parametrize("name, task", CASES[1:])
+def test_evaluate_says_in_one_line_why_an_encoder_run_has_no_sample_curve(name, task, tmp_path, capsys):
+    assert train_cli.main(_args(name, task, tmp_path / "run", *UNTRAINED)) == 0
+    result, out = _evaluate(tmp_path / "run", tmp_path / "ev", capsys)
+    for fig in ("fig2_samples.png", "fig5_baselines.png"):
+        reason = [line for line in out if line.startswith(f"{fig}: run 'run' not drawn")]
+        assert len(reason) == 1 and f"the {name} construction answers only at x_N" in reason[0], out
+        assert f"after {N - 1} in-context samples" in reason[0]
+        assert not (tmp_path / "ev" / fig).exists()
+    assert list(result["answers"]["run"]) == [str(N - 1)]       # x_N, after N - 1 context samples (JSON keys)
+    assert result["answers"]["run"][str(N - 1)] == pytest.approx(result["per_loop"]["run"][T], rel=1e-6)
+
+
+def test_evaluate_refuses_an_initialised_run_at_another_n_points(tmp_path, capsys):
+    from algoformer import evaluate
+    scratch = ["--task", "linear", "--dim", str(D), "--n-points", str(N - 2), "--width", "16", "--heads", "2",
+               "--T", str(T), "--delta-T", str(DT), "--batch-size", "8", "--steps", "1", "--quiet",
+               "--eval-every", "0", "--out", str(tmp_path / "scratch")]
+    assert train_cli.main(scratch) == 0
+    assert train_cli.main(_args("gd", "linear", tmp_path / "gd", *UNTRAINED)) == 0
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "scratch"), str(tmp_path / "gd"), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "initialised from the gd construction" in err
+    assert len(err.splitlines()) == 1 and f"n_points={N}" in err and f"the first run {N - 2}" in err, err
