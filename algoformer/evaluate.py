@@ -205,10 +205,12 @@ def _plots(result: dict, run_names: list[str], out: Path, regression: bool) -> l
                      f"{result['task']}: error against in-context samples (Fig. 2)")
     if result["per_loop"]:
         fig, ax = plt.subplots(figsize=(6, 4))
+        drawn = set()                                  # runs of one construction share their reference
         for n, c in result["per_loop"].items():
             line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
             ref = result["per_loop_reference"].get(n)
-            if ref is not None:
+            if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
+                drawn.add((ref["label"], tuple(ref["per_loop"])))
                 ax.plot(range(len(ref["per_loop"])), ref["per_loop"], ls="--", color=line.get_color(),
                         label=f"{ref['label']}, same prompts")
                 ax.axvline(result["trained_T"][n], color=line.get_color(), ls=":", lw=0.8)

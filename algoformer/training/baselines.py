@@ -130,7 +130,8 @@ class ModelPredictor:
 def per_sample_error(pred: np.ndarray, prompt: Prompt) -> np.ndarray:
     """Squared error (mean over outputs) per in-context sample, averaged over the batch: (N,).
     pred (..., B, n, o) gives (..., N); samples the prompt does not score get 0 (``scored_samples``)."""
-    err = ((pred - prompt.targets) ** 2).mean(-1)                              # (..., B, n)
+    with np.errstate(over="ignore", invalid="ignore"):                         # a diverged model: inf / nan
+        err = ((pred - prompt.targets) ** 2).mean(-1)                          # (..., B, n)
     scored = prompt.sample >= 0
     N = int(prompt.sample.max()) + 1
     out = np.zeros(err.shape[:-2] + (N,))
