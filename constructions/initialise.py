@@ -162,15 +162,68 @@ def lambda_max(x: np.ndarray) -> np.ndarray:
 
 
 # -- the three constructions: (cfg, calibration or None) -> (construction, header text) ------------------
+# -- gate constants from the data ---------------------------------------------------------------------
+# The exact gadgets (``gadgets.gated_copy``, ``zero_where``) gate a register by an indicator row times a
+# big constant B (x_bound, register_bound), exact while |register| <= B. Training perturbs every weight,
+# the zero ones included, so the indicator rows pick up tiny values, and the next gate multiplies them by
+# B: with verify's defaults (B = 1e8) one Adam sign step of 1e-8 on every weight moved the construction's
+# predictions by O(1) within 5 loops (GD and Newton, d = 3, N = 8), with B ~ 1e2 by 1e-4 after 30 loops
+# (``tests/test_init_from.py::test_tight_gates_keep_the_construction_under_a_sign_step``). So the
+# constructions behind ``--init-from`` take B from the calibration batch: GATE_MARGIN times the largest
+# |x| (or feature) and the largest register the numpy algorithm reaches in CALIBRATION_LOOPS loops.
+# Beyond B a gate leaks |s| - B, it does not fail outright.
+GATE_MARGIN = 4.0
+CALIBRATION_LOOPS = 64
+
+
+def _x_bound(*arrays: np.ndarray) -> float:
+    return GATE_MARGIN * max(float(np.abs(a).max()) for a in arrays)
+
+
+def newton_register_max(cal: Regression, alpha: float, loops: int = CALIBRATION_LOOPS) -> float:
+    """max over k <= loops, problems, samples of |M_k x_i| (Newton-Schulz from M_0 = alpha S)."""
+    S = np.einsum("bni,bnj->bij", cal.x, cal.x)
+    M, big = alpha * S, 0.0
+    for _ in range(loops + 1):
+        big = max(big, float(np.abs(cal.x @ M).max()))
+        M = 2 * M - M @ S @ M
+    return big
+
+
+def prefix_gd_register_max(cal: Regression, eta: float, loops: int = CALIBRATION_LOOPS) -> float:
+    """max over k <= loops of |w^i_k|, |w^i_k . x_i| and |w^i_k . x_j - y_j| (decoder GD on every prefix)."""
+    X, S, b = prefix_moments(cal)
+    w, big = np.zeros_like(X), float(np.abs(cal.y).max())
+    for _ in range(loops + 1):
+        pred = np.einsum("bnd,bnd->bn", w, X)
+        big = max(big, float(np.abs(w).max()), float(np.abs(pred).max()),
+                  float(np.abs(pred[:, :-1] - cal.y[..., 0]).max()))
+        w = w - eta * (np.einsum("bnij,bnj->bni", S, w) - b)
+    return big
+
+
+def gd_register_max(f: Regression, eta: float, loops: int = CALIBRATION_LOOPS) -> float:
+    """max over k <= loops of |A_k f_i - y_i| and |A_k f_test| (GD on the features f)."""
+    B, N, d = f.x.shape
+    A, big = np.zeros((B, f.y.shape[-1], d)), 0.0
+    for _ in range(loops + 1):
+        r = np.einsum("bmd,bnd->bnm", A, f.x) - f.y
+        big = max(big, float(np.abs(r).max()), float(np.abs(np.einsum("bmd,bd->bm", A, f.x_test)).max()))
+        A = A - eta * np.einsum("bnm,bnd->bmd", r, f.x) / N
+    return big
+
+
 def make_gd(cfg, cal: Regression | None) -> tuple[Construction, str]:
     N = cfg.n_points - 1
     if cal is None:
         return causal_gd_construction(cfg.d, N, 1.0, {"mean": _PLACEHOLDER, "post": _PLACEHOLDER}, VARIANT), ""
     eta = float(1.0 / np.linalg.eigvalsh(prefix_moments(cal)[1])[..., -1].max())
-    con = causal_gd_construction(cfg.d, N, eta, auto_temps(decoder_score_bounds(cal, eta), 2 * N + 2), VARIANT)
+    rb = GATE_MARGIN * prefix_gd_register_max(cal, eta)
+    con = causal_gd_construction(cfg.d, N, eta, auto_temps(decoder_score_bounds(cal, eta), 2 * N + 2), VARIANT,
+                                 register_bound=rb)
     n = con.weights.notes
     return con, (f"eta={eta:.4g}, loop c={n['c_mean']:.3g} (mirror, no sink), "
-                 f"read-out C={n['C_post']:.3g} c={n['c_post']:.3g} (sink)")
+                 f"read-out C={n['C_post']:.3g} c={n['c_post']:.3g} (sink), register_bound={rb:.3g}")
 
 
 def make_newton(cfg, cal: Regression | None) -> tuple[Construction, str]:
@@ -182,9 +235,12 @@ def make_newton(cfg, cal: Regression | None) -> tuple[Construction, str]:
     if cal is None:
         return newton_construction(cfg.d, N, 1.0, dict.fromkeys(("pre", "loop", "post"), _PLACEHOLDER), VARIANT), ""
     alpha = float(0.5 * alpha_limit(cal.x).min())
-    con = newton_construction(cfg.d, N, alpha, auto_temps(newton_score_bounds(cal, alpha), 2 * N + 2), VARIANT)
+    xb, rb = _x_bound(cal.x, cal.x_test), GATE_MARGIN * newton_register_max(cal, alpha)
+    con = newton_construction(cfg.d, N, alpha, auto_temps(newton_score_bounds(cal, alpha), 2 * N + 2), VARIANT,
+                              x_bound=xb, register_bound=rb)
     n = con.weights.notes
-    return con, f"alpha={alpha:.4g}, " + ", ".join(f"{g} c={n['c_' + g]:.3g}" for g in ("pre", "loop", "post"))
+    return con, (f"alpha={alpha:.4g}, " + ", ".join(f"{g} c={n['c_' + g]:.3g}" for g in ("pre", "loop", "post"))
+                 + f", x_bound={xb:.3g}, register_bound={rb:.3g}")
 
 
 def make_representation(cfg, cal: Regression | None) -> tuple[Construction, str]:
@@ -194,8 +250,9 @@ def make_representation(cfg, cal: Regression | None) -> tuple[Construction, str]
     f = Regression(phi(cal.x), cal.y, phi(cal.x_test), cal.y_test)
     eta = float(1.0 / lambda_max(f.x).max())
     temp = auto_temps({"loop": gram_max(f) / N}, 2 * N + 2)["loop"]
-    con = representation_construction(phi, N, eta, temp, 1, VARIANT)
-    return con, f"eta={eta:.4g}, loop c={temp.c:.3g} (mirror, no sink)"
+    xb, rb = _x_bound(f.x, f.x_test), GATE_MARGIN * gd_register_max(f, eta)
+    con = representation_construction(phi, N, eta, temp, 1, VARIANT, x_bound=xb, register_bound=rb)
+    return con, f"eta={eta:.4g}, loop c={temp.c:.3g} (mirror, no sink), x_bound={xb:.3g}, register_bound={rb:.3g}"
 
 
 # -- the plug-in --------------------------------------------------------------------------------------
