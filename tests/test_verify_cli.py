@@ -39,6 +39,7 @@ def test_bad_argument_exits_2_with_one_line(algo, flag, data, prefix):
 @pytest.mark.parametrize("argv,needle", [
     ([], "ALGORITHM"), (["bisection"], "invalid choice"), (["newton", "--frobnicate"], "unrecognized"),
     (["gd", "--alpha", "0.1"], "unrecognized"), (["newton", "--alpha", "-1"], "--alpha"),
+    (["cot", "--variant", "sinh4"], "mirrored values"), (["representation", "--variant", "odd,sinh8"], "sinh8"),
 ])
 def test_other_bad_invocations(argv, needle, capsys):
     assert main(argv) == 2
@@ -94,3 +95,14 @@ def test_every_verify_module_imports_first_and_registers_every_algorithm(module)
     code = f"import {module}; from verify.algorithms import ALGORITHMS; print(sorted(ALGORITHMS))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(sorted(["gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot"]))
+
+
+def test_variant_all_runs_only_the_variants_an_algorithm_supports(tmp_path, capsys):
+    """`--variant all` on decoder-gd skips the sinh variants (which it refuses by name) and runs the rest."""
+    import json
+    from constructions.linearise import VARIANTS, odd_values
+    path = tmp_path / "out.json"
+    assert main(["decoder-gd", "--variant", "all", "--iters", "2", "--N", "4", "--d", "2", "--problems", "2",
+                 "--dtype", "float64", "--quiet", "--json", str(path)]) == 0
+    ran = {r["variant"] for r in json.loads(path.read_text())["rows"]}
+    assert ran == {v for v in VARIANTS if not odd_values(v)}
