@@ -86,6 +86,14 @@ def test_violating_problems_are_reported_not_run(capsys):
     assert "outside the construction's assumptions" in out and "x_bound" in out
 
 
+def test_register_bound_is_an_option_and_problems_beyond_it_are_left_out(capsys):
+    code = main(["gd", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
+                 "--register-bound", "1e-6"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "register_bound=1e-06" in out and "a register exceeds" in out
+
+
 @pytest.mark.parametrize("module", ["verify.algorithms_decoder", "verify.algorithms_representation",
                                     "verify.bounds", "verify.sweep", "verify.algorithms"])
 def test_every_verify_module_imports_first_and_registers_every_algorithm(module):

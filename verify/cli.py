@@ -106,6 +106,9 @@ def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
                         f"(default {DEFAULT_VARIANT})")
     p.add_argument("--x-bound", type=_positive_float, default=100.0,
                    help="declared bound on |x| entries that the gated FFNs assume (default 100)")
+    p.add_argument("--register-bound", type=_positive_float, default=1e8,
+                   help="declared bound on |registers| that the exact zeroing FFNs assume (default 1e8; "
+                        "problems whose numpy run exceeds it are listed and left out)")
     if step_name:
         p.add_argument(f"--{step_name}", type=_positive_float, default=None,
                        help=f"step parameter {step_name} (default: chosen from the data)")
@@ -183,6 +186,7 @@ def run_algorithm(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtypes = resolve_dtypes(args.dtype, device)
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
+                   register_bound=args.register_bound,
                    step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
     if "q" in algo.options and args.q >= args.N:
         raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
