@@ -78,20 +78,16 @@ def test_small_run_prints_configuration_table_verdict_and_json(tmp_path, capsys)
     assert sum(r["auto"] for r in doc["rows"]) == 4
 
 
-def test_violating_problems_are_reported_not_run(capsys):
-    code = main(["gd", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
-                 "--x-bound", "0.01"])
+@pytest.mark.parametrize("flag, value, needles", [
+    ("--x-bound", "0.01", ["outside the construction's assumptions", "x_bound"]),
+    ("--register-bound", "1e-6", ["outside the construction's assumptions", "register_bound=1e-06",
+                                  "a register exceeds"]),
+])
+def test_violating_problems_are_reported_not_run(flag, value, needles, capsys):
+    code = main(["gd", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64", flag, value])
     out = capsys.readouterr().out
     assert code == 1
-    assert "outside the construction's assumptions" in out and "x_bound" in out
-
-
-def test_register_bound_is_an_option_and_problems_beyond_it_are_left_out(capsys):
-    code = main(["gd", "--N", "6", "--d", "2", "--problems", "3", "--iters", "2", "--dtype", "float64",
-                 "--register-bound", "1e-6"])
-    out = capsys.readouterr().out
-    assert code == 1
-    assert "register_bound=1e-06" in out and "a register exceeds" in out
+    assert all(n in out for n in needles)
 
 
 @pytest.mark.parametrize("module", ["verify.algorithms_decoder", "verify.algorithms_representation",
