@@ -38,6 +38,11 @@ class LayerConfig:
     dropout: float = 0.0         # on attention weights and sublayer outputs, training only
     attention: AttentionImpl = "exact"
     bias: bool = True            # FFN biases b_1, b_2 (Eq. 1 has them)
+    attention_dtype: str | None = None   # run attention (Q, K, V, softmax, the sum over keys, W_O) in
+                                 # this dtype when it is wider than the residual stream's, and round the
+                                 # output back before the residual add: "float32" under bfloat16 (the
+                                 # usual mixed-precision upcast), "float64" under float32 (a diagnostic:
+                                 # the stream's rounding without the attention's). None: the stream's dtype
 
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "d_model", self.d_model, "an integer >= 1")
@@ -49,6 +54,7 @@ class LayerConfig:
         _check_choice("mask", self.mask, ("full", "causal"))
         _check_choice("activation", self.activation, ("relu", "gelu"))
         _check_choice("attention", self.attention, ("exact", "sdpa"))
+        _check_choice("attention_dtype", self.attention_dtype, (None, "float32", "float64"))
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
 
     @property

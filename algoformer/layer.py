@@ -14,6 +14,11 @@ W_1, b_1 and W_2, b_2 (``nn.Linear`` layout, weight (out, in)).
 Two attention paths compute the same function: ``exact`` (explicit scores, ``torch.softmax``, the
 pattern available to hooks) and ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, which
 may pick a fused kernel). Tests check that they agree.
+
+``attention_dtype`` (``LayerConfig``): the attention runs in that dtype when it is wider than the
+one its matmuls would otherwise run in (the stream's, or autocast's), with autocast off inside; the
+parameters are cast exactly (every narrower value is representable), and the output is rounded to
+the stream's dtype once, before the residual add.
 """
 from __future__ import annotations
 
@@ -25,6 +30,16 @@ from torch import nn
 
 from .config import LayerConfig
 from .hooks import HookPoint
+
+
+_UPCAST = {None: None, "float32": torch.float32, "float64": torch.float64}
+
+
+def _compute_dtype(h: torch.Tensor) -> torch.dtype:
+    """The dtype the matmuls on h would run in: autocast's where it is on, else h's."""
+    if torch.is_autocast_enabled(h.device.type):
+        return torch.get_autocast_dtype(h.device.type)
+    return h.dtype
 
 
 class Attention(nn.Module):
@@ -46,10 +61,18 @@ class Attention(nn.Module):
         nn.init.normal_(self.w_o, std=(self.cfg.n_heads * self.cfg.value_dim) ** -0.5)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        up = _UPCAST[self.cfg.attention_dtype]
+        if up is not None and torch.finfo(up).eps < torch.finfo(_compute_dtype(h)).eps:
+            w = (p.to(up) for p in (self.w_q, self.w_k, self.w_v, self.w_o))
+            with torch.autocast(h.device.type, enabled=False):   # autocast would round the matmuls again
+                return self._attend(h.to(up), *w).to(h.dtype)    # rounded once, before the residual add
+        return self._attend(h, self.w_q, self.w_k, self.w_v, self.w_o)
+
+    def _attend(self, h, w_q, w_k, w_v, w_o) -> torch.Tensor:
         cfg = self.cfg
-        q = torch.einsum("bnd,hkd->bhnk", h, self.w_q)   # (B, H, n, k)
-        k = torch.einsum("bnd,hkd->bhnk", h, self.w_k)   # (B, H, n, k)
-        v = torch.einsum("bnd,hvd->bhnv", h, self.w_v)   # (B, H, n, v)
+        q = torch.einsum("bnd,hkd->bhnk", h, w_q)        # (B, H, n, k)
+        k = torch.einsum("bnd,hkd->bhnk", h, w_k)        # (B, H, n, k)
+        v = torch.einsum("bnd,hvd->bhnv", h, w_v)        # (B, H, n, v)
         scale = cfg.d_head ** -0.5 if cfg.scale_scores else 1.0
         p_drop = cfg.dropout if self.training else 0.0
         if cfg.attention == "sdpa":
@@ -59,7 +82,7 @@ class Attention(nn.Module):
             z = self._exact(q, k, v, scale, p_drop)        # (B, H, n, v)
         B, H, n, dv = z.shape
         z = z.transpose(1, 2).reshape(B, n, H * dv)         # (B, n, H*v), heads concatenated
-        return z @ self.w_o.T                               # (B, n, D)
+        return z @ w_o.T                                    # (B, n, D)
 
     def _exact(self, q, k, v, scale: float, p_drop: float) -> torch.Tensor:
         scores = (q @ k.transpose(-1, -2)) * scale           # (B, H, n_query, n_key)

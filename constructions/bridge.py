@@ -28,18 +28,22 @@ def _value_rank(layer: LayerWeights) -> int:
     return max([len(c) for c in _value_columns(layer)] + [1])
 
 
-def layer_config(layer: LayerWeights, d_model: int, attention: str = "exact") -> LayerConfig:
+def layer_config(layer: LayerWeights, d_model: int, attention: str = "exact",
+                 attention_dtype: str | None = None) -> LayerConfig:
     k = max((h.query.shape[0] for h in layer.heads), default=1)
     d_ff = layer.ffn.w1.shape[0] if layer.ffn is not None else 0
     return LayerConfig(d_model=d_model, n_heads=len(layer.heads), d_head=k, d_ff=d_ff,
-                       d_value=_value_rank(layer), mask=layer.mask, attention=attention)
+                       d_value=_value_rank(layer), mask=layer.mask, attention=attention,
+                       attention_dtype=attention_dtype)
 
 
-def model_config(w: AlgoFormerWeights, attention: str = "exact") -> AlgoFormerConfig:
+def model_config(w: AlgoFormerWeights, attention: str = "exact",
+                 attention_dtype: str | None = None) -> AlgoFormerConfig:
+    """``attention_dtype``: see ``LayerConfig`` (None: the attention runs in the model's dtype)."""
     D = w.d_model
-    return AlgoFormerConfig(pre=tuple(layer_config(l, D, attention) for l in w.pre),
-                            loop=tuple(layer_config(l, D, attention) for l in w.loop),
-                            post=tuple(layer_config(l, D, attention) for l in w.post))
+    cfg = lambda l: layer_config(l, D, attention, attention_dtype)
+    return AlgoFormerConfig(pre=tuple(cfg(l) for l in w.pre), loop=tuple(cfg(l) for l in w.loop),
+                            post=tuple(cfg(l) for l in w.post))
 
 
 def _layer_tensors(prefix: str, layer: LayerWeights, D: int) -> dict[str, np.ndarray]:
@@ -72,8 +76,9 @@ def state_dict(w: AlgoFormerWeights) -> dict[str, torch.Tensor]:
 
 
 def build_model(w: AlgoFormerWeights, dtype: torch.dtype = torch.float64, device="cpu",
-                attention: str = "exact") -> AlgoFormer:
-    """An AlgoFormer in eval mode holding the constructed weights, cast to ``dtype`` on ``device``."""
-    model = AlgoFormer(model_config(w, attention)).to(dtype=dtype, device=device)
+                attention: str = "exact", attention_dtype: str | None = None) -> AlgoFormer:
+    """An AlgoFormer in eval mode holding the constructed weights, cast to ``dtype`` on ``device``
+    (``attention_dtype``: a wider dtype for the attention sublayers, see ``LayerConfig``)."""
+    model = AlgoFormer(model_config(w, attention, attention_dtype)).to(dtype=dtype, device=device)
     model.load_exact(state_dict(w))
     return model.eval().requires_grad_(False)

@@ -77,3 +77,81 @@ def test_unknown_dtype_names_exit_2(value, capsys):
     assert main([*TINY, "--dtype", value]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--dtype" in err and "bfloat16" in err
+
+
+# -- the attention in a wider dtype (LayerConfig.attention_dtype; the "+attn" precisions) --------
+def _attention(dtype, attention_dtype=None, seed=0):
+    from algoformer import LayerConfig
+    from algoformer.layer import Attention
+    torch.manual_seed(seed)
+    cfg = LayerConfig(d_model=8, n_heads=2, d_head=4, d_ff=0, attention_dtype=attention_dtype)
+    return Attention(cfg).to(dtype)
+
+
+def test_attention_dtype_names_the_field_and_the_allowed_values():
+    from algoformer import LayerConfig
+    with pytest.raises(ValueError, match=r"attention_dtype='float16' is invalid: expected one of None, 'float32'"):
+        LayerConfig(d_model=8, n_heads=2, d_head=4, d_ff=0, attention_dtype="float16")
+
+
+def test_upcast_attention_is_the_wider_computation_rounded_once():
+    # float32 parameters and inputs are exact in float64: the float32 layer with a float64 attention
+    # must return, bit for bit, the float64 layer's output rounded to float32
+    a32, a64 = _attention(torch.float32, "float64"), _attention(torch.float64)
+    a64.load_state_dict({k: v.double() for k, v in a32.state_dict().items()})
+    h = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = a32(h)
+        assert out.dtype == torch.float32
+        assert torch.equal(out, a64(h.double()).float())
+        assert not torch.equal(out, _attention(torch.float32)(h))   # the plain float32 path rounds more
+
+
+def test_a_narrower_attention_dtype_changes_nothing():
+    h = torch.randn(2, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(_attention(torch.float64, "float32")(h), _attention(torch.float64)(h))
+
+
+def test_upcast_attention_escapes_autocast():
+    h = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(3))
+    up, plain = _attention(torch.float32, "float32"), _attention(torch.float32)
+    with torch.no_grad():
+        exact = plain(h)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(up(h), exact)                   # float32 throughout, autocast or not
+            assert not torch.equal(plain(h).float(), exact)    # autocast rounds the plain path to bf16
+
+
+def test_attn_precisions_store_in_the_narrow_dtype_and_attend_in_the_wide_one():
+    from verify.sweep import attention_roundoff, storage_name
+    assert PRECISIONS["float32+attn64"].storage == torch.float32 and unit_roundoff("float32+attn64") == 2.0 ** -24
+    assert attention_roundoff("float32+attn64") == 2.0 ** -53 and attention_roundoff("float32") == 2.0 ** -24
+    assert attention_roundoff("bfloat16+attn32") == 2.0 ** -24 and storage_name("bfloat16+attn32") == "bfloat16"
+
+
+def test_float32_floor_is_the_softmax_s_u_over_theta_and_goes_with_a_float64_attention():
+    """Below the truncation regime (sinh12: theta^12), the float32 emulation's error is the softmax's
+    rounding, ~u/theta (the heads' O(theta) signal is held in exp(c a) - 1 to absolute precision u):
+    100x from theta = 1e-2 to 1e-4. With the attention in float64 that term is u64/theta <= 1e-12, and
+    what is left, the float32 stream's rounding, does not depend on theta."""
+    import numpy as np
+
+    from verify.algorithms import ALGORITHMS, Options
+    from verify.sweep import _row, schedule_temps
+    algo, opts = ALGORITHMS["gd"], Options(N=10, d=5, problems=8)
+    p = algo.draw(np.random.default_rng(0), opts)
+    eta = algo.choose_step(p)
+    ref, scores = algo.reference(p, 6, eta), algo.score_bounds(p, eta)
+    err = {(d, th): _row(algo, opts, p, ref, eta, schedule_temps(th, "sinh12", 22, scores), "sinh12", d, "cpu",
+                         6, th, False).error_iterate
+           for d in ("float32", "float32+attn64") for th in (1e-2, 1e-4)}
+    assert err["float32", 1e-4] > 20 * err["float32", 1e-2]
+    assert err["float32+attn64", 1e-4] < 3 * err["float32+attn64", 1e-2]
+    assert err["float32+attn64", 1e-2] < err["float32", 1e-2] / 10
+
+
+def test_attn_dtype_runs_through_the_cli_for_every_sweep(capsys):
+    for args in (TINY, ["copy", "--N", "6", "--d", "2", "--problems", "2"]):
+        assert main([*args, "--dtype", "float32+attn64", "--quiet"]) == 0
+        assert "float32+attn64" in capsys.readouterr().out

@@ -152,7 +152,10 @@ def _copy_errors(con, p: Regression, dtype, device: str) -> tuple[np.ndarray, np
     import torch
 
     from constructions.bridge import build_model
-    model = build_model(con.weights, dtype=dtype, device=device)
+    from .emulate import attention_dtype, resolve_dtype
+    upcast = attention_dtype(dtype)
+    dtype = resolve_dtype(dtype)[0]
+    model = build_model(con.weights, dtype=dtype, device=device, attention_dtype=upcast)
     tokens = torch.from_numpy(con.encode(p.x)).to(dtype=dtype, device=device)
     with torch.no_grad():
         raw = model.pre[0](tokens)
@@ -203,7 +206,7 @@ def copy_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], 
         u = unit_roundoff(DTYPES[dtype_name])
         for beta in betas:
             con = algo.build(opts, beta, {}, "")
-            raw, blk, empty = _copy_errors(con, problem, DTYPES[dtype_name], device)
+            raw, blk, empty = _copy_errors(con, problem, dtype_name, device)
             bound = copy_error_bound(n, beta, margin, 1.0)
             ok = raw.max() <= bound + (n + 2) * u
             status = "ok" if ok and empty.max() == 0.0 else ("unzeroed" if ok else "over-bound")
@@ -228,7 +231,7 @@ def copy_verdict(rows: list, n: int) -> list[str]:
         if len(decay) >= 2:
             slope = np.polyfit([r.C for r in decay], np.log([r.error_iterate for r in decay]), 1)[0]
             law = f"falls as e^({slope:.2f} beta*margin); "
-        under = {"float64": 745, "float32": 104}.get(dtype, 745)
+        under = {"float64": 745, "float32": 104}.get(dtype.split("+")[0], 745)
         first = (f"exact (0) on these data from beta={1 / exact[0].theta:g} (beta*margin={exact[0].C:.0f}: "
                  f"the other weights fall below half an ulp of the copied value; guaranteed for every x only "
                  f"past the exp underflow, beta*margin >= {under})" if exact else "never exactly 0 on this grid")

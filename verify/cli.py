@@ -60,8 +60,9 @@ def _variants(s: str) -> list[str]:
     return names
 
 
-DTYPE_WORDS = {"both": ["float64", "float32"], "all": list(PRECISIONS)}
-DTYPE_HELP = f"{', '.join(PRECISIONS)}, both (= float64,float32), all (every one the device has), or a comma list"
+DTYPE_WORDS = {"both": ["float64", "float32"], "all": [k for k, p in PRECISIONS.items() if p.attention is None]}
+DTYPE_HELP = (f"{', '.join(PRECISIONS)} (+attnNN: the attention in the wider dtype), both (= float64,float32), "
+              "all (every plain one the device has), or a comma list")
 
 
 def _dtypes(s: str) -> str:
@@ -78,8 +79,8 @@ def resolve_dtypes(s: str, device: str) -> list[str]:
     """The dtype names to run on ``device``. ``all`` skips (with a printed note) those the device
     lacks; naming one the device lacks is an argument error."""
     if s == "all":
-        names = [v for v in PRECISIONS if available(v, device)]
-        for v in PRECISIONS:
+        names = [v for v in DTYPE_WORDS["all"] if available(v, device)]
+        for v in DTYPE_WORDS["all"]:
             if not available(v, device):
                 print(f"note: --dtype all skips {v} (it needs {' or '.join(PRECISIONS[v].devices)}; device={device})")
         return names

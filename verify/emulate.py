@@ -4,7 +4,8 @@
 numpy references: the iterate register after TF_pre (k = 0) and after every loop, and the answer
 read after TF_post applied to every one of those states. Problems are batched: one forward pass
 per loop for the whole batch. ``dtype`` is a torch dtype or a name of ``sweep.PRECISIONS``
-("float64", "float32", "bfloat16", "tf32": float32 storage with TF32 matmuls, CUDA only).
+("float64", "float32", "bfloat16", "tf32": float32 storage with TF32 matmuls, CUDA only;
+"float32+attn64", "bfloat16+attn32": the attention sublayers in the wider dtype).
 """
 from __future__ import annotations
 
@@ -44,21 +45,30 @@ def resolve_dtype(dtype: torch.dtype | str) -> tuple[torch.dtype, bool]:
     return p.storage, p.tf32
 
 
+def attention_dtype(dtype: torch.dtype | str) -> str | None:
+    """The wider dtype the attention runs in for a ``PRECISIONS`` name (None: the storage dtype)."""
+    if isinstance(dtype, torch.dtype):
+        return None
+    from .sweep import PRECISIONS
+    return PRECISIONS[dtype].attention
+
+
 def emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dtype | str = torch.float64,
             device: str = "cpu", every_prediction: bool = True) -> Trajectory:
     """``every_prediction=False`` runs TF_post only after the last loop (the sweep's case); the
     predictions of earlier loops are then NaN, the shapes are unchanged. The trajectory comes back
     in float64 (cast from the run's dtype), so errors against the reference are formed in float64."""
+    upcast = attention_dtype(dtype)
     dtype, tf32 = resolve_dtype(dtype)
     if tf32 and torch.device(device).type != "cuda":
         raise ValueError(f"device={device!r} is invalid for tf32: TF32 matmuls need a CUDA device")
     with tf32_matmuls(tf32):
-        return _emulate(con, problem, iters, dtype, device, every_prediction)
+        return _emulate(con, problem, iters, dtype, device, every_prediction, upcast)
 
 
 def _emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dtype, device: str,
-             every_prediction: bool) -> Trajectory:
-    model = build_model(con.weights, dtype=dtype, device=device)
+             every_prediction: bool, upcast: str | None = None) -> Trajectory:
+    model = build_model(con.weights, dtype=dtype, device=device, attention_dtype=upcast)
     tokens = torch.from_numpy(con.encode(problem.x, problem.y, problem.x_test)).to(dtype=dtype, device=device)
     lay = con.layout
     its, preds = [], []

@@ -9,7 +9,7 @@ import numpy as np
 
 from constructions.linearise import estimate, is_mirror, order
 
-from .sweep import LOST, Row, rows_as_dicts, unit_roundoff
+from .sweep import LOST, Row, attention_roundoff, precision, rows_as_dicts, storage_name, unit_roundoff
 
 
 def format_config(config: dict) -> str:
@@ -79,8 +79,8 @@ def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> list[s
         if len(falling) >= 2:
             slope = np.polyfit(np.log10([r.theta for r in falling]),
                                np.log10([max(r.error_prediction, 1e-300) for r in falling]), 1)[0]
-            law = f"falls as theta^{slope:.1f} down to "
-        t_, l_, r_ = estimate(variant, best.theta, best.C, n, unit_roundoff(dtype))
+            law = f"falls as theta^{slope:.1f} down to " if slope >= 0.5 else ""
+        t_, l_, r_ = estimate(variant, best.theta, best.C, n, attention_roundoff(dtype))
         terms = {"truncation": float(t_), "leakage": float(l_), "rounding": float(r_)}
         setter = max(terms, key=terms.get)
         mirror = is_mirror(variant)
@@ -94,6 +94,12 @@ def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> list[s
             reason = (f"rounding, which rises as 1/theta below it, meeting truncation (theta^{order(variant)}) "
                       + ("above it (mirror: no sink, no C)" if mirror else
                          "above it; with a sink the softmax resolves c*a only to ~ulp(C), so u*C/theta"))
+        plateau = [r for r in sweep if r.status == "ok" and r.error_prediction <= 4 * best.error_prediction]
+        span = max(r.theta for r in plateau) / min(r.theta for r in plateau)
+        if precision(dtype).attention is not None and span >= 100:
+            reason = (f"the {storage_name(dtype)} stream (residual adds, FFNs, stored weights), not the "
+                      f"attention ({precision(dtype).attention}): within 4x of it from theta="
+                      f"{min(r.theta for r in plateau):.0e} to {max(r.theta for r in plateau):.0e}")
         rise = (f"; below it the error rises again ({_fmt(below[-1].error_prediction).strip()} at "
                 f"theta={below[-1].theta:.0e})") if below else ""
         over = [r for r in rs if r.status == "overflow"]
@@ -106,9 +112,10 @@ def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> list[s
             auto_s = (f"; automatic temperature (C={a.C:.1f}, c={a.c:.2e}) gives {_fmt(a.error_prediction).strip()}"
                       if a.status == "ok" else f"; automatic temperature: {a.status}")
         alg = ""
-        if dtype in floors and floors[dtype]["prediction_max"] > 0:
-            f = floors[dtype]["prediction_max"]
-            alg = (f"; the algorithm itself in {dtype} reaches {f:.2e}, so the emulation's floor is "
+        base = storage_name(dtype)
+        if base in floors and floors[base]["prediction_max"] > 0:
+            f = floors[base]["prediction_max"]
+            alg = (f"; the algorithm itself in {base} reaches {f:.2e}, so the emulation's floor is "
                    f"{best.error_prediction / f:.3g}x that")
         bT = [r for r in rs if r.status == "ok" and math.isfinite(getattr(r, "bound_T", math.nan))]
         bnd = ""

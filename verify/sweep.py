@@ -28,12 +28,17 @@ from .emulate import emulate, relative_error
 class Precision:
     """One arithmetic the emulation can run in: the storage dtype, the unit roundoff u of the
     matmuls and softmax (which sets the rounding floor), the log of the largest finite value (which
-    sets the overflow of e^C / c or n / c), whether matmuls run in TF32, and the devices that have it."""
+    sets the overflow of e^C / c or n / c), whether matmuls run in TF32, the devices that have it, and
+    a wider dtype for the attention sublayers, if any. The ``+attn`` entries split the floor: the
+    stream (residual adds, FFNs, the stored weights) rounds in the storage dtype, the attention in the
+    wider one; u is the storage dtype's (the bounds take it for both parts, which is conservative for
+    the attention), the automatic temperature the attention's (``attention_roundoff``)."""
     storage: torch.dtype
     u: float
     log_max: float
     tf32: bool = False
     devices: tuple[str, ...] = ("cpu", "cuda")
+    attention: str | None = None    # the attention sublayers run in this wider dtype (``LayerConfig``)
 
 
 _F32_LOG_MAX = math.log(float(torch.finfo(torch.float32).max))
@@ -44,9 +49,14 @@ PRECISIONS: dict[str, Precision] = {
     "bfloat16": Precision(torch.bfloat16, 2.0 ** -8, math.log(float(torch.finfo(torch.bfloat16).max))),
     # TF32: float32 storage, matmul inputs rounded to 10 explicit mantissa bits (u = 2^-11); CUDA only
     "tf32": Precision(torch.float32, 2.0 ** -11, _F32_LOG_MAX, tf32=True, devices=("cuda",)),
+    # float32 everywhere except the attention (float64): what the softmax's rounding costs
+    "float32+attn64": Precision(torch.float32, 2.0 ** -24, _F32_LOG_MAX, attention="float64"),
+    # bfloat16 storage, attention in float32 (the usual mixed-precision upcast)
+    "bfloat16+attn32": Precision(torch.bfloat16, 2.0 ** -8, math.log(float(torch.finfo(torch.bfloat16).max)),
+                                 attention="float32"),
 }
 DTYPES = {name: p.storage for name, p in PRECISIONS.items()}   # storage dtype per name
-_BY_TORCH = {p.storage: p for name, p in PRECISIONS.items() if not p.tf32}
+_BY_TORCH = {p.storage: p for name, p in PRECISIONS.items() if not p.tf32 and p.attention is None}
 THETAS = [10.0 ** -k for k in range(13)] + [1e-14, 1e-16, 1e-20, 1e-24, 1e-32, 1e-48, 1e-64,
                                             1e-96, 1e-128, 1e-160, 1e-192, 1e-256]
 LOST = 0.5   # a relative error above this means the emulation no longer tracks the algorithm
@@ -85,6 +95,18 @@ def unit_roundoff(dtype: str | torch.dtype) -> float:
     return precision(dtype).u
 
 
+def attention_roundoff(dtype: str | torch.dtype) -> float:
+    """u of the arithmetic the attention runs in (the linearisation's rounding term): the storage
+    dtype's, or the wider attention dtype's for the ``+attn`` entries."""
+    p = precision(dtype)
+    return p.u if p.attention is None else float(torch.finfo(getattr(torch, p.attention)).eps) / 2
+
+
+def storage_name(dtype_name: str) -> str:
+    """"float32+attn64" -> "float32": the name of the arithmetic the residual stream rounds in."""
+    return dtype_name.split("+")[0]
+
+
 def log_max(dtype: str | torch.dtype) -> float:
     return precision(dtype).log_max
 
@@ -100,7 +122,7 @@ def schedule_temps(theta: float, variant: str, n: int, scores: dict[str, float])
 
 def auto_temps(variant: str, n: int, scores: dict[str, float], dtype: str | torch.dtype) -> dict[str, Temperature]:
     margin = 12.0  # e^12 headroom for the data values and the n-term sums that multiply e^C / c
-    return {g: choose_temperature(variant, n, a, unit_roundoff(dtype), log_max(dtype) - margin)
+    return {g: choose_temperature(variant, n, a, attention_roundoff(dtype), log_max(dtype) - margin)
             for g, a in scores.items()}
 
 
@@ -157,6 +179,7 @@ def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name
     such dtype (bfloat16, tf32) or no wider type. The emulation cannot be expected below this floor."""
     if algo.reference_in is None:
         return None
+    dtype_name = storage_name(dtype_name)     # the +attn entries: the algorithm in the storage dtype
     if dtype_name == "float32":
         run, against = algo.reference_in(problem, iters, step, np.float32), ref
     elif dtype_name == "float64" and np.finfo(np.longdouble).eps < np.finfo(np.float64).eps:
@@ -261,7 +284,7 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     ref = type(ref)(ref.iterates[keep], ref.predictions[keep])
     scores = algo.score_bounds(problem, step)
     config["score_bounds"] = scores
-    floors = {d: arithmetic_floor(algo, problem, ref, step, iters, d) for d in dtypes}
+    floors = {storage_name(d): arithmetic_floor(algo, problem, ref, step, iters, d) for d in dtypes}
     if any(v is not None for v in floors.values()):
         config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
     n = 2 * opts.N + 2

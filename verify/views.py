@@ -23,6 +23,8 @@ from algoformer.tasks import Regression
 from constructions.bridge import build_model
 from constructions.prompt import Construction
 
+from .emulate import attention_dtype, resolve_dtype
+
 MAX_PANELS = 6
 LOG_FLOOR = -20.0     # attention weights below 1e-20 are drawn as 1e-20
 
@@ -42,9 +44,12 @@ def token_labels(N: int, n: int | None = None) -> list[str]:
 
 
 def run_cached(con: Construction, problem: Regression, iters: int, index: int = 0,
-               dtype: torch.dtype = torch.float64) -> dict[str, np.ndarray]:
-    """Every hooked tensor of problem ``index`` (batch axis dropped), as float64 numpy."""
-    model = build_model(con.weights, dtype=dtype)
+               dtype: torch.dtype | str = torch.float64) -> dict[str, np.ndarray]:
+    """Every hooked tensor of problem ``index`` (batch axis dropped), as float64 numpy. ``dtype``: a
+    torch dtype or a ``sweep.PRECISIONS`` name (its attention dtype included)."""
+    upcast = attention_dtype(dtype)
+    dtype = resolve_dtype(dtype)[0]
+    model = build_model(con.weights, dtype=dtype, attention_dtype=upcast)
     one = slice(index, index + 1)
     tokens = torch.from_numpy(con.encode(problem.x[one], problem.y[one], problem.x_test[one])).to(dtype)
     _, cache = model.run_with_cache(tokens, iters)
@@ -204,7 +209,7 @@ def cli_views(algo, opts, config: dict, variant: str, dtype_name: str, iters: in
         return None
     con = algo.build(opts, step, temps, variant)
     if attention_path:
-        attention_figure(con, one, iters, attention_path, dtype=DTYPES[dtype_name])
+        attention_figure(con, one, iters, attention_path, dtype=dtype_name)
     if layout_path:
-        layout_figure(con, one, iters, layout_path, dtype=DTYPES[dtype_name])
+        layout_figure(con, one, iters, layout_path, dtype=dtype_name)
     return con
