@@ -1,0 +1,190 @@
+"""Loops that halt: a convergence gadget that sets a flag once the iterate stops moving.
+
+The AlgoFormer of Eq. 2 runs a fixed number T of loops. An algorithm such as GD (Lemma A.2) or
+Newton-Schulz (Lemma A.4) is usually run *until its update is below a tolerance*. This module adds
+three feed-forward layers around any construction's loop that write that test into a flag row
+``halt`` of every token; the model is told the row and a threshold (``algoformer.halting.Halting``)
+and stops an example's loop once the flag is on for all its tokens (``AlgoFormer.forward_halting``).
+The paper has no halting; this is our addition, not a lemma of it.
+
+What is measured. The iterate register ``reg`` (``Construction.iterate``: ``r`` for GD, holding
+A_k x_i - y_i on the x-tokens and A_k x_test on the test token; ``Mx`` for Newton, holding M_k x_i on
+the x-tokens) *as the tokens hold it*, after each loop: the update of loop k on token j, row q, is
+delta_{jq} = reg_k - reg_{k-1}. The test is the L_inf norm: token j's update is small when
+max_q |delta_{jq}| <= tol. Tokens with an ``off`` indicator (those that hold no iterate) are never
+tested; their flag is set at the first loop. An example halts after loop k when every token's flag
+is on: max over its iterate tokens and rows of |delta| <= tol (up to the band below).
+
+Registers (appended to the construction's layout; its own layers never read them):
+
+    prev     size(reg)   reg_{k-1}: a snapshot of the iterate before the loop (0 between layers 2 and 3)
+    excess   1           E_j = sum_q relu(|delta_jq| - tol) (0 outside layer 2's output)
+    halt     1           the flag: 0 until token j's update is small, then 1 for good
+
+Layers (FFN only, no heads; s = size(reg), G = 2 register_bound the gate, w = ``ramp``):
+
+    TF_pre  + snapshot   prev += reg                                  2s units (exact: prev is 0)
+    TF_loop + measure    excess += sum_q relu(+-(reg_q - prev_q) - tol - G off)   2s units
+                         prev -= prev                                  2s units (exact: prev <- 0)
+            + latch      halt += relu(1 - excess / w - halt)           1 unit
+                         excess -= excess                              2 units (exact)
+                         prev += reg                                   2s units (exact: the next snapshot)
+
+Width: the model's D grows by s + 2; TF_pre gains 1 layer (2s hidden units), TF_loop 2 layers
+(4s and 2s + 3 hidden units). The gated units are the ``gadgets.gated_copy`` trick: where an ``off``
+indicator is 1 they are 0 while |reg - prev| <= G, i.e. while |reg| <= register_bound.
+
+Why the latch keeps the flag set: halt' = halt + relu(1 - E/w - halt) = max(halt, relu(1 - E/w)) for
+halt >= 0 (if 1 - E/w < 0 both sides are halt). So the flag never falls, and once it is 1 it stays 1
+(relu(-E/w) = 0): a halted example that were looped further would keep its flag.
+
+Error of the gadget (exact arithmetic). With threshold tau (``Halting.threshold``, 0.5), token j's
+flag turns on at the first loop where E_j < (1 - tau) w. Every |delta_jq| <= tol gives E_j = 0: on.
+Some |delta_jq| >= tol + (1 - tau) w gives E_j >= (1 - tau) w: off. So the gadget halts exactly on
+the L_inf rule except in the band tol < max |delta| < tol + (1 - tau) w, of width w/2 at tau = 1/2
+(default w = tol * 2^-20). Rounding: the measure layer's inputs are fl(reg - prev - tol), off from
+the exact difference by at most 3u (|reg| + |prev| + tol); the sum over s rows and the latch's
+arithmetic scale E by at most (2s + 8)u relatively. ``verify.halting`` adds both to the emulation's
+own per-loop bound on the iterate when it predicts where the model and numpy may disagree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from algoformer.halting import Halting
+
+from .gadgets import gated_copy, identity
+from .layout import Layout
+from .prompt import Construction
+from .weights import AlgoFormerWeights, FFNWeights, HeadWeights, LayerWeights
+
+REGISTERS = ("prev", "excess", "halt")
+DEFAULT_RAMP = 2.0 ** -20     # w = tol * DEFAULT_RAMP: the gadget's band above tol, relative
+
+
+@dataclass(frozen=True)
+class HaltingConstruction:
+    """A construction whose loop sets a halting flag, and the rule the model is given."""
+    construction: Construction   # the widened construction (the layers above added)
+    rule: Halting                # rows (the ``halt`` row), threshold; every token
+    tol: float                   # the L_inf tolerance on the iterate's update
+    ramp: float                  # w: the flag's ramp width (the band is (tol, tol + (1 - tau) w))
+
+
+def widened_layout(layout: Layout, reg: str) -> Layout:
+    """The layout with the gadget's registers appended (every old register keeps its rows)."""
+    for name in REGISTERS:
+        if name in layout:
+            raise ValueError(f"register {name!r} is already in the layout: the halting gadget needs it")
+    out = Layout()
+    for name, block in layout:
+        out.add(name, block.stop - block.start)
+    out.add("prev", layout.size(reg))
+    out.add("excess", 1)
+    out.add("halt", 1)
+    return out
+
+
+def _pad_cols(a: np.ndarray, D: int) -> np.ndarray:
+    return np.hstack([a, np.zeros((a.shape[0], D - a.shape[1]))])
+
+
+def _pad_square(a: np.ndarray, D: int) -> np.ndarray:
+    out = np.zeros((D, D))
+    out[:a.shape[0], :a.shape[1]] = a
+    return out
+
+
+def widen_layer(layer: LayerWeights, D: int) -> LayerWeights:
+    """The same layer on a wider stream: zero weights on the new rows, so it neither reads nor writes
+    them (every added term is 0 * finite = 0, exactly)."""
+    heads = tuple(HeadWeights(_pad_cols(h.query, D), _pad_cols(h.key, D), _pad_square(h.value, D), h.name)
+                  for h in layer.heads)
+    f = layer.ffn
+    ffn = None if f is None else FFNWeights(_pad_cols(f.w1, D), f.b1, np.vstack([f.w2, np.zeros((D - f.w2.shape[0], f.w2.shape[1]))]),
+                                            np.concatenate([f.b2, np.zeros(D - f.b2.shape[0])]))
+    return LayerWeights(heads, ffn, layer.mask, layer.name)
+
+
+def snapshot_layer(layout: Layout, reg: str) -> LayerWeights:
+    """prev += reg: exact, since prev is 0 when it runs (the end of TF_pre)."""
+    return LayerWeights(ffn=identity(layout, reg, 1.0, dst="prev"), name="halt-snapshot")
+
+
+def measure_layer(layout: Layout, reg: str, tol: float, off: tuple[str, ...], gate: float) -> LayerWeights:
+    """excess += sum_q relu(|reg_q - prev_q| - tol) on tokens with every ``off`` indicator 0 (two
+    units per row, one per sign), 0 elsewhere while |reg - prev| <= gate; then prev <- 0 exactly."""
+    s, D = layout.size(reg), layout.dim
+    w1 = np.zeros((2 * s, D)); w2 = np.zeros((D, 2 * s))
+    for sign, rows in ((1.0, slice(0, s)), (-1.0, slice(s, 2 * s))):
+        w1[rows, layout[reg]] = sign * np.eye(s)
+        w1[rows, layout["prev"]] = -sign * np.eye(s)
+    for name in off:
+        w1[:, layout.row(name)] = -gate
+    w2[layout.row("excess"), :] = 1.0
+    units = FFNWeights(w1, np.full(2 * s, -tol), w2, np.zeros(D))
+    return LayerWeights(ffn=FFNWeights.concat(units, identity(layout, "prev", -1.0)), name="halt-measure")
+
+
+def latch_layer(layout: Layout, reg: str, ramp: float) -> LayerWeights:
+    """halt += relu(1 - excess / w - halt) (= max(halt, relu(1 - excess / w)) - halt); excess <- 0
+    exactly; prev += reg exactly (prev is 0 here): the snapshot for the next loop."""
+    D = layout.dim
+    w1 = np.zeros((1, D)); w2 = np.zeros((D, 1))
+    w1[0, layout.row("excess")] = -1.0 / ramp
+    w1[0, layout.row("halt")] = -1.0
+    w2[layout.row("halt"), 0] = 1.0
+    flag = FFNWeights(w1, np.ones(1), w2, np.zeros(D))
+    return LayerWeights(ffn=FFNWeights.concat(flag, identity(layout, "excess", -1.0),
+                                              identity(layout, reg, 1.0, dst="prev")), name="halt-latch")
+
+
+def with_halting(con: Construction, tol: float, off: tuple[str, ...], ramp: float | None = None,
+                 register_bound: float | None = None) -> HaltingConstruction:
+    """``con`` with the convergence gadget on its iterate register (``con.iterate.register``).
+
+    ``off``: indicator rows of the tokens that hold no iterate (never tested). ``ramp``: w (default
+    tol * 2^-20). ``register_bound``: the declared |reg| bound that sets the gate (default the
+    construction's own ``assumptions["register_bound"]``)."""
+    if not (isinstance(tol, (int, float)) and 0 < tol < float("inf")):
+        raise ValueError(f"tol={tol!r} is invalid: expected a finite float > 0")
+    ramp = tol * DEFAULT_RAMP if ramp is None else ramp
+    if not (isinstance(ramp, (int, float)) and 0 < ramp < float("inf")):
+        raise ValueError(f"ramp={ramp!r} is invalid: expected a finite float > 0")
+    bound = con.assumptions.get("register_bound") if register_bound is None else register_bound
+    if not (isinstance(bound, (int, float)) and bound > 0):
+        raise ValueError(f"register_bound={bound!r} is invalid: expected a float > 0 (or a construction "
+                         "that declares assumptions['register_bound'])")
+    reg = con.iterate.register
+    lay = widened_layout(con.layout, reg)
+    for name in off:
+        lay.row(name)                                    # a one-row indicator, or an error naming it
+    w = con.weights
+    widen = lambda layers: tuple(widen_layer(l, lay.dim) for l in layers)
+    weights = AlgoFormerWeights(
+        lay,
+        pre=widen(w.pre) + (snapshot_layer(lay, reg),),
+        loop=widen(w.loop) + (measure_layer(lay, reg, tol, tuple(off), 2.0 * bound), latch_layer(lay, reg, ramp)),
+        post=widen(w.post),
+        notes={**w.notes, "halting": {"register": reg, "tol": tol, "ramp": ramp, "off": list(off)}},
+    )
+    widened = replace(con, weights=weights, assumptions={**con.assumptions, "tol": tol})
+    return HaltingConstruction(widened, Halting(rows=(lay.row("halt"),), threshold=0.5), tol, ramp)
+
+
+GD_OFF = ("is_y", "is_sink")                 # GD's iterate: the x-tokens and the test token
+NEWTON_OFF = ("is_y", "is_test", "is_sink")  # Newton's iterate: the x-tokens
+
+
+def gd_halting(con: Construction, tol: float, ramp: float | None = None) -> HaltingConstruction:
+    """Lemma A.2's GD AlgoFormer (``gd.gd_construction``) that halts once max |A_{k+1} x_j - A_k x_j|
+    over the x-tokens and the test token is <= tol."""
+    return with_halting(con, tol, GD_OFF, ramp)
+
+
+def newton_halting(con: Construction, tol: float, ramp: float | None = None) -> HaltingConstruction:
+    """Theorem 4.1's Newton AlgoFormer (``newton.newton_construction``) that halts once
+    max |M_{k+1} x_i - M_k x_i| over the x-tokens is <= tol."""
+    return with_halting(con, tol, NEWTON_OFF, ramp)
