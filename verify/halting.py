@@ -115,10 +115,24 @@ def run_model(hc: HaltingConstruction, p: Regression, max_loops: int, dtype, dev
     return loops, con.iterate.read(con.layout, last).double().cpu().numpy(), finite
 
 
-def compare(name: str, opts: Options, tol: float, max_loops: int, dtype_name: str = "float64",
-            device: str = "cpu", variant: str = DEFAULT_VARIANT, ramp: float | None = None) -> tuple[dict, HaltingRun]:
-    """Draw the seeded problems, build the halting construction, run model and numpy, compare."""
-    algo, gadget = GADGETS[name]
+@dataclass(frozen=True)
+class Setup:
+    """The seeded problems (as the model holds them), the step and the temperatures of one run."""
+    name: str
+    problem: Regression
+    step: float
+    temps: dict
+    variant: str
+    dtype: str
+    excluded: dict
+
+    def base(self, opts: Options):
+        """The construction without the gadget (``verify.emulate`` runs it for fixed T)."""
+        return GADGETS[self.name][0].build(opts, self.step, self.temps, self.variant)
+
+
+def prepare(name: str, opts: Options, dtype_name: str = "float64", variant: str = DEFAULT_VARIANT) -> Setup:
+    algo = GADGETS[name][0]
     p = algo.draw(np.random.default_rng(opts.seed), opts)
     step = opts.step if opts.step is not None else algo.choose_step(p)
     why = algo.violations(p, opts, step)
@@ -127,9 +141,17 @@ def compare(name: str, opts: Options, tol: float, max_loops: int, dtype_name: st
     if not keep.any():
         raise ValueError(f"every problem lies outside the construction's assumptions: {excluded}")
     p = held(type(p)(*(getattr(p, k)[keep] for k in ("x", "y", "x_test", "y_test"))), dtype_name)
-    n = 2 * opts.N + 2
-    temps = auto_temps(variant, n, algo.score_bounds(p, step), dtype_name)
-    hc = gadget(algo.build(opts, step, temps, variant), tol, ramp)
+    temps = auto_temps(variant, 2 * opts.N + 2, algo.score_bounds(p, step), dtype_name)
+    return Setup(name, p, step, temps, variant, dtype_name, excluded)
+
+
+def compare(name: str, opts: Options, tol: float, max_loops: int, dtype_name: str = "float64",
+            device: str = "cpu", variant: str = DEFAULT_VARIANT, ramp: float | None = None) -> tuple[dict, HaltingRun]:
+    """Draw the seeded problems, build the halting construction, run model and numpy, compare."""
+    su = prepare(name, opts, dtype_name, variant)
+    algo, gadget = GADGETS[name]
+    p, step, temps, excluded, n = su.problem, su.step, su.temps, su.excluded, 2 * opts.N + 2
+    hc = gadget(su.base(opts), tol, ramp)
     ref = algo.reference(p, max_loops, step)
     u = unit_roundoff(dtype_name)
     e = emulation_bound(name, p, ref, step, max_loops, temps, variant, u)
