@@ -168,6 +168,24 @@ def test_gadget_leaves_the_construction_s_iterates_unchanged():
         np.testing.assert_allclose(got, emu.iterates[:, t], rtol=0, atol=1e-14 * np.abs(emu.iterates).max())
 
 
+def test_flag_in_a_fixed_T_run_turns_on_at_the_halting_loop_and_stays_on():
+    opts = Options(N=6, d=2, problems=4, seed=2)
+    su = prepare("newton", opts)
+    hc = newton_halting(su.base(opts), 1e-4)
+    model = build_model(hc.construction.weights)
+    x = torch.from_numpy(hc.construction.encode(su.problem.x, su.problem.y, su.problem.x_test))
+    loops = model.forward_halting(x, hc.rule, 30).loops.numpy()
+    _, cache = model.run_with_cache(x, 30)
+    halt = hc.construction.layout.row("halt")
+    for t in range(1, 31):
+        flags = cache[f"loop.{t}.hook_state"][:, :, halt].numpy()            # (B, n)
+        for b, k in enumerate(loops):
+            if t >= k:
+                assert np.all(flags[b] == 1.0)                                 # on, on every token, for good
+            else:
+                assert not np.all(flags[b] > 0.5)
+
+
 # -- against numpy --------------------------------------------------------------------------------
 def test_update_norms_and_numpy_stopping_loop():
     it = np.array([[0.0, 1.0, 1.5, 1.75, 1.875, 1.9375]])[..., None]  # dyadic: exact updates
@@ -231,6 +249,15 @@ def test_cli_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert main(["halting"] + argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
+
+
+def test_cli_writes_json(tmp_path, capsys):
+    import json
+    path = tmp_path / "halting.json"
+    assert main(["halting", "--algorithm", "newton", "--tol", "1e-4", "--json", str(path)] + SMALL) == 0
+    data = json.loads(path.read_text())
+    assert data["passed"] and len(data["problems"]) == 3 and data["config"]["tol"] == 1e-4
+    assert all(p["error"] <= p["bound"] for p in data["problems"])
 
 
 def test_cli_lists_halting():
