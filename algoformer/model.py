@@ -13,6 +13,16 @@ states are read through hook points (``run_with_cache``), never through flags th
     loop.{t}.{i}.<...>              the same for loop iteration t = 1..T, layer i
     loop.{t}.hook_state             (B, n, D) the state after t loops
     post.{i}.<...>, hook_post       as above for TF_post
+
+Halting (``forward_halting``, ``run_with_cache(..., halting=...)``; the rule is ``algoformer.halting``):
+each example loops until its flag rows are on, or ``max_loops``; only the examples still running are
+computed in loop t, so a halting run costs at most what ``max_loops`` fixed loops cost, and it exits
+as soon as every example has halted. A halted example's state is frozen (never recomputed).
+
+    loop.{t}.hook_state             (B, n, D) every example's state after loop t (halted ones frozen)
+    loop.{t}.hook_running           (B_t,) the examples that ran loop t; loop.{t}.{i}.<...> hold
+                                    only those B_t examples
+    hook_loops                      (B,) loops each example ran (n_loops for all without halting)
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import torch
 from torch import nn
 
 from .config import AlgoFormerConfig
+from .halting import Halted, Halting
 from .hooks import HookPoint
 from .layer import Layer
 
@@ -42,6 +53,8 @@ class AlgoFormer(nn.Module):
         self.hook_pre = HookPoint("hook_pre")
         self.hook_state = HookPoint("hook_state")
         self.hook_post = HookPoint("hook_post")
+        self.hook_running = HookPoint("hook_running")
+        self.hook_loops = HookPoint("hook_loops")
         for stack in ("pre", "post"):
             for i, layer in enumerate(getattr(self, stack)):
                 layer.set_scope(f"{stack}.{i}.")
@@ -63,11 +76,17 @@ class AlgoFormer(nn.Module):
 
     def run_loop(self, h: torch.Tensor, t: int, injection: torch.Tensor | None = None) -> torch.Tensor:
         """One application of TF_loop (iteration number t, 1-based, names the hooks)."""
+        return self._state_hook(self._loop_layers(h, t, injection), t)
+
+    def _loop_layers(self, h: torch.Tensor, t: int, injection: torch.Tensor | None) -> torch.Tensor:
         if injection is not None:
             h = h + injection
         for i, layer in enumerate(self.loop):
             layer.set_scope(f"loop.{t}.{i}.")
             h = layer(h)
+        return h
+
+    def _state_hook(self, h: torch.Tensor, t: int) -> torch.Tensor:
         self.hook_state.scope = f"loop.{t}."
         return self.hook_state(h)
 
@@ -91,6 +110,27 @@ class AlgoFormer(nn.Module):
                 h = self.run_loop(h, t, e)            # one set of weights, T times
         return self.run_post(h)
 
+    def forward_halting(self, x: torch.Tensor, halting: Halting, max_loops: int) -> Halted:
+        """Loop each example until ``halting`` is on for it (read after TF_pre and after every loop),
+        or ``max_loops``; TF_post then reads every example's state where it halted. Only the examples
+        still running are computed (``running``); the others keep their state, exactly."""
+        _check_loops(max_loops, 0)
+        h = self.run_pre(self.embed(x))                                    # (B, n, D)
+        halting.check(h)
+        e = h if self.cfg.input_injection else None
+        loops = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)  # (B,)
+        running = ~halting.on(h)                                           # (B,) bool
+        for t in range(1, max_loops + 1):
+            if not running.any():
+                break                                                      # every example halted
+            self.hook_running.scope = f"loop.{t}."
+            idx = self.hook_running(running.nonzero()[:, 0])               # (B_t,)
+            h_t = self._loop_layers(h[idx], t, None if e is None else e[idx])
+            h = self._state_hook(h.index_copy(0, idx, h_t), t)             # halted rows unchanged
+            loops[idx] = t
+            running[idx] = ~halting.on(h_t)
+        return Halted(self.run_post(h), self.hook_loops(loops))
+
     def forward_each_loop(self, x: torch.Tensor, n_loops: int, first: int = 0,
                           no_grad_loops: int = 0) -> torch.Tensor:
         """Outputs read after every loop count t = first..n_loops (the Eq. 3 loss needs them all):
@@ -108,11 +148,18 @@ class AlgoFormer(nn.Module):
                 outs.append(self.run_post(h))
         return torch.stack(outs)
 
-    def run_with_cache(self, x: torch.Tensor, n_loops: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Forward pass that also returns every hooked tensor by name (see the module docstring)."""
+    def run_with_cache(self, x: torch.Tensor, n_loops: int, halting: Halting | None = None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward pass that also returns every hooked tensor by name (see the module docstring).
+        With ``halting`` it is ``forward_halting`` with ``max_loops = n_loops``; the output is the
+        same tensor as ``Halted.output`` and the loops used are ``cache["hook_loops"]``."""
         cache: dict[str, torch.Tensor] = {}
         with self._attached(cache), torch.no_grad():
-            out = self.forward(x, n_loops)
+            if halting is None:
+                out = self.forward(x, n_loops)
+                cache["hook_loops"] = torch.full((x.shape[0],), n_loops, dtype=torch.long, device=out.device)
+            else:
+                out = self.forward_halting(x, halting, n_loops).output
         return out, cache
 
     @contextmanager
