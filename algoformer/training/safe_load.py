@@ -36,7 +36,8 @@ import torch
 
 MIN_TORCH = "2.6"
 CONVERT = "python -m algoformer.training.convert_checkpoint {path} --trust-and-unpickle"
-KEYS = ("step", "model", "optimizer", "rng", "curriculum", "config")
+KEYS = ("step", "model", "config")                      # what evaluating and exporting need
+RESUME_KEYS = ("optimizer", "rng", "curriculum")        # what resuming needs too (checked when present)
 PLAIN = (str, int, float, bool, type(None))
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
@@ -162,7 +163,19 @@ def check_schema(path: Path, ckpt) -> dict:
         _fail(path, "model is not a state dict (a non-empty dict from tensor names to tensors)")
     for name, t in model.items():
         _check_tensor(path, f"model[{name!r}]", t)
-    opt = ckpt["optimizer"]
+    for key in RESUME_KEYS:
+        if key in ckpt:
+            _CHECKS[key](path, ckpt[key])
+    cfg = ckpt["config"]
+    if not (isinstance(cfg, dict) and all(isinstance(k, str) for k in cfg)):
+        _fail(path, "config is not a dict of the run's configuration fields")
+    for k, v in cfg.items():
+        if not isinstance(v, PLAIN):
+            _fail(path, f"config[{k!r}] is a {type(v).__name__}, expected a plain value")
+    return ckpt
+
+
+def _check_optimizer(path: Path, opt) -> None:
     if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
             and isinstance(opt.get("param_groups"), list)):
         _fail(path, "optimizer is not an optimizer state dict (a dict with 'state' and 'param_groups')")
@@ -171,7 +184,9 @@ def check_schema(path: Path, ckpt) -> dict:
         for k, t in (entry.items() if isinstance(entry, dict) else ()):
             if isinstance(t, torch.Tensor):
                 _check_tensor(path, f"optimizer['state'][{pid!r}][{k!r}]", t)
-    rng = ckpt["rng"]
+
+
+def _check_rng(path: Path, rng) -> None:
     if not (isinstance(rng, list) and rng):
         _fail(path, "rng is not a non-empty list of per-process RNG states")
     n_torch = torch.get_rng_state().numel()
@@ -187,16 +202,14 @@ def check_schema(path: Path, ckpt) -> dict:
             if t.dtype != torch.uint8 or t.ndim != 1 or (key == "torch" and t.numel() != n_torch):
                 _fail(path, f"rng[{i}][{key!r}] is a {t.dtype} tensor of shape {tuple(t.shape)}, expected "
                             f"torch.uint8 of shape ({n_torch if key == 'torch' else 'n'},)")
-    cur = ckpt["curriculum"]
+
+
+def _check_curriculum(path: Path, cur) -> None:
     if not (isinstance(cur, dict) and all(_is_int(cur.get(k)) and cur[k] >= 0 for k in ("dims", "points", "loops"))):
         _fail(path, f"curriculum={cur!r} is invalid: expected a dict of integers dims, points, loops")
-    cfg = ckpt["config"]
-    if not (isinstance(cfg, dict) and all(isinstance(k, str) for k in cfg)):
-        _fail(path, "config is not a dict of the run's configuration fields")
-    for k, v in cfg.items():
-        if not isinstance(v, PLAIN):
-            _fail(path, f"config[{k!r}] is a {type(v).__name__}, expected a plain value")
-    return ckpt
+
+
+_CHECKS = {"optimizer": _check_optimizer, "rng": _check_rng, "curriculum": _check_curriculum}
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -248,6 +261,9 @@ def restore(path: str | Path, ckpt: dict, model: torch.nn.Module,
     path = Path(path)
     check_state_fits(path, ckpt["model"], model)
     if optimizer is not None:
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        if missing:
+            _fail(path, f"cannot be resumed: it holds no {', '.join(missing)} (evaluating or exporting it works)")
         check_optimizer_fits(path, ckpt["optimizer"], optimizer)
     try:
         model.load_state_dict(ckpt["model"])
