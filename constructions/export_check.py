@@ -14,7 +14,7 @@ byte range), and checks, naming the file and, where there is one, the tensor:
 - the tensors against that config: the same names and shapes as the AlgoFormer it builds (built on
   the meta device: no memory), the export's dtype, finite values;
 - for constructions, the layout against the width: the blocks tile [0, D) in order, the row labels
-  are D, each read-out's register is a block with the same rows and its tokens lie in the prompt;
+  are D, each read-out's register is a block with the same rows and its tokens are indices;
   the per-layer records match the config (head count, mask, FFN); the Lemma A.1 vectors fit the
   ``pos`` block.
 
@@ -64,9 +64,7 @@ def read_header(st: Path) -> tuple[dict, dict]:
             _fail(st, f"is not a safetensors file: its first 8 bytes declare a {n}-byte header")
         raw = f.read(n)
     if len(raw) < n:
-        names = re.findall(rb'"([^"]+)":\{"dtype"', raw)
-        at = f"in the entry of tensor {names[-1].decode(errors='replace')!r}" if names else "before any tensor entry"
-        _fail(st, f"is truncated inside its {n}-byte header ({size} bytes in all): the cut falls {at}")
+        _fail(st, f"is truncated inside its {n}-byte header ({size} bytes in all): the cut falls {_where(raw)}")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -96,6 +94,17 @@ def read_header(st: Path) -> tuple[dict, dict]:
     if end != data:
         _fail(st, f"has {data - end} bytes after its last tensor (the header says the data ends at {end})")
     return dict(header), meta
+
+
+def _where(raw: bytes) -> str:
+    """Where a header cut at the end of ``raw`` falls: in or after the last entry whose name is whole
+    (a top-level key is '"NAME":{'; inside the metadata string every quote is escaped)."""
+    keys = [m for m in re.finditer(rb'"([^"\\]+)":\{', raw) if m.group(1) != b"__metadata__"]
+    if not keys:
+        return "before any tensor entry"
+    last = keys[-1]
+    name = last.group(1).decode(errors="replace")
+    return f"{'after' if b'}' in raw[last.end():] else 'in'} the entry of tensor {name!r}"
 
 
 def _offsets(st: Path, name: str, e) -> tuple[int, int]:
@@ -178,7 +187,6 @@ def check_layout(js: Path, meta: dict, cfg: AlgoFormerConfig) -> None:
     prompt = meta.get("prompt")
     if not (isinstance(prompt, dict) and _int(prompt.get("N"), 1) and prompt.get("n_tokens") == 2 * prompt["N"] + 2):
         _fail(js, "prompt is invalid: expected N >= 1 and n_tokens = 2N + 2 (the encoder prompt)")
-    n = prompt["n_tokens"]
     pos = prompt.get("pos")
     width = blocks["pos"][1] - blocks["pos"][0] if "pos" in blocks else None
     if not (isinstance(pos, list) and len(pos) == prompt["N"] + 1 and all(
@@ -193,15 +201,19 @@ def check_layout(js: Path, meta: dict, cfg: AlgoFormerConfig) -> None:
         if r.get("rows") != blocks[r["register"]]:
             _fail(js, f"readout {key!r}: rows {r.get('rows')!r} differ from the block of {r['register']!r} "
                       f"{blocks[r['register']]}")
-        _check_tokens(js, f"readout {key!r}", r.get("tokens"), n)
+        # token indices >= 0, not bounded by n_tokens: the prompt section describes the encoder
+        # prompt (2N + 2 tokens) even for constructions with longer prompts (cot), and a model
+        # without a positional table reads prompts of any length
+        _check_tokens(js, f"readout {key!r}", r.get("tokens"), None)
         if not isinstance(r.get("scalar_token"), bool) or (r["scalar_token"] and len(r["tokens"]) != 1):
             _fail(js, f"readout {key!r}: scalar_token={r.get('scalar_token')!r} is invalid: expected a boolean, "
                       "true only with one token")
 
 
-def _check_tokens(js: Path, what: str, tokens, n: int) -> None:
-    if not (isinstance(tokens, list) and tokens and all(_int(t, 0, n - 1) for t in tokens)):
-        _fail(js, f"{what}: tokens {tokens!r} are invalid: expected token indices in [0, {n})")
+def _check_tokens(js: Path, what: str, tokens, n: int | None) -> None:
+    if not (isinstance(tokens, list) and tokens and all(_int(t, 0, None if n is None else n - 1) for t in tokens)):
+        allowed = "integers >= 0" if n is None else f"in [0, {n})"
+        _fail(js, f"{what}: tokens {tokens!r} are invalid: expected a non-empty list of token indices {allowed}")
 
 
 def check_decoder(js: Path, meta: dict) -> None:

@@ -119,7 +119,7 @@ def _check_tensor(path: Path, where: str, t, floating: bool = True) -> None:
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             _fail(path, f"tensor {where} of shape {tuple(t.shape)} holds {bad} non-finite values (NaN or "
-                        f"inf): the run had diverged when this checkpoint was written")
+                        f"inf): the run had diverged, or the file was altered")
 
 
 def _check_plain(path: Path, where: str, v) -> None:
