@@ -219,3 +219,29 @@ def test_torch_older_than_2_6_is_refused(run, monkeypatch):
     monkeypatch.setattr(torch, "__version__", torch.torch_version.TorchVersion("2.5.1"))
     with pytest.raises(checkpoint.CheckpointError, match=r"needs torch >= 2.6 .*CVE-2025-32434.*2.5.1"):
         checkpoint.load(run / "ckpt.pt")
+
+
+def test_no_shipped_code_unpickles_but_the_conversion():
+    """Every torch.load in the packages and notebooks passes weights_only=True; pickle.load(s) and
+    weights_only=False appear only in the explicit conversion command."""
+    import ast
+    import json as _json
+    sources = [(p, p.read_text()) for d in ("algoformer", "constructions", "verify") for p in (ROOT / d).rglob("*.py")]
+    sources += [(p, "\n".join("".join(c["source"]) for c in _json.loads(p.read_text())["cells"] if c["cell_type"] == "code"))
+                for p in (ROOT / "notebooks").glob("*.ipynb")]
+    allowed = ROOT / "algoformer" / "training" / "convert_checkpoint.py"
+    loads = 0
+    for path, text in sources:
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f"{getattr(f.value, 'id', '')}.{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in ("pickle.load", "pickle.loads", "pickle.Unpickler"):
+                assert path == allowed, (path, node.lineno)
+            if name == "torch.load":
+                loads += 1
+                kw = {k.arg: k.value for k in node.keywords}
+                safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                assert safe or path == allowed, (path, node.lineno)
+    assert loads >= 2                                   # safe_load's and the conversion's
