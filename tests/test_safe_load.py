@@ -245,3 +245,21 @@ def test_no_shipped_code_unpickles_but_the_conversion():
                 safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
                 assert safe or path == allowed, (path, node.lineno)
     assert loads >= 2                                   # safe_load's and the conversion's
+
+
+def test_init_from_run_is_checked_against_the_construction(tmp_path, capsys):
+    """A run started from a construction (--init-from) is rebuilt through its plug-in; its checkpoint's
+    tensors are checked against that model."""
+    out = tmp_path / "init"
+    args = ["--task", "linear", "--init-from", "newton", "--dim", "3", "--n-points", "8", "--T", "3",
+            "--delta-T", "2", "--batch-size", "8", "--threads", "1", "--quiet", "--eval-every", "0",
+            "--steps", "1", "--out", str(out)]
+    assert train_cli.main(args) == 0
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.ndim == 2)
+    ckpt["model"][name] = ckpt["model"][name][:, :-1].clone()
+    torch.save(ckpt, out / "ckpt.pt")
+    capsys.readouterr()
+    assert evaluate_cli.main([str(out), "--out", str(tmp_path / "figs"), "--batch", "4", "--max-loops", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"tensor {name!r} has shape" in err and str(out / "ckpt.pt") in err, err

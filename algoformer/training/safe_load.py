@@ -63,8 +63,11 @@ def _first_line(e: BaseException) -> str:
 # -- 1. the bytes ----------------------------------------------------------------------------------
 def check_archive(path: Path) -> None:
     """The file is a zip archive (what ``torch.save`` writes) and every member passes its CRC."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        _fail(path, f"cannot be opened ({_first_line(e)})")
     if head[:1] == b"\x80":
         _fail(path, "is a bare pickle, not a torch.save zip archive: refusing to unpickle it (if you "
                     f"trust whoever wrote it, convert it once: {CONVERT.format(path=path)})", unsafe=True)
