@@ -78,16 +78,18 @@ def open_run(run: str | Path, device: str = "cpu") -> Run:
     run = Path(run)
     if not (run / "ckpt.pt").exists():
         raise UsageError(f"run={str(run)!r} is invalid: no ckpt.pt in it")
-    ckpt = checkpoint.load(run / "ckpt.pt")
-    try:
+    try:                                            # never unpickles code (docs/run-folders.md)
+        ckpt = checkpoint.load(run / "ckpt.pt")
         cfg = TrainConfig.from_dict(ckpt["config"])
         init = initialisers.load(cfg.init_from).build(cfg) if cfg.init_from is not None else None
-    except ValueError as e:
+        task = cfg.task_spec()
+        model = init.model if init is not None else \
+            build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))
+        checkpoint.restore(run / "ckpt.pt", ckpt, model)    # names, shapes checked against the config
+    except checkpoint.CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except (ValueError, TypeError) as e:
         raise UsageError(f"run={str(run)!r} is invalid: {e}") from None
-    task = cfg.task_spec()
-    model = init.model if init is not None else \
-        build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))
-    model.load_state_dict(ckpt["model"])
     return Run(run.name or str(run), cfg, model.to(device).eval(), ckpt["step"], init)
 
 

@@ -214,8 +214,10 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
 
     step = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        try:                                            # names, shapes checked against this model
+            checkpoint.restore(ckpt_path, ckpt, model, opt)
+        except checkpoint.CheckpointError as e:
+            raise UsageError(f"--resume: {e}") from None
         if len(ckpt["rng"]) != ddp.world:
             raise UsageError(f"the checkpoint was written by {len(ckpt['rng'])} processes, this run has {ddp.world}")
         checkpoint.set_rng_state(rng, ckpt["rng"][ddp.rank])
@@ -306,7 +308,10 @@ def _save(path: Path, cfg, model, opt, rng, step: int, stage: dict, ddp: Dist) -
 def _load_for_resume(cfg: TrainConfig, path: Path) -> dict | None:
     if not path.exists():
         raise UsageError(f"--resume: no checkpoint at {path}")
-    ckpt = checkpoint.load(path)
+    try:
+        ckpt = checkpoint.load(path)                    # never unpickles code (docs/run-folders.md)
+    except checkpoint.CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     old, new = {**defaults, **ckpt["config"]}, cfg.to_dict()     # fields added since: their defaults
     changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])

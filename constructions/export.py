@@ -32,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from algoformer import AlgoFormer, AlgoFormerConfig, LayerConfig
 
 from .bridge import build_model
+from .export_check import FORMAT, VERSION, ExportError, load_checked, read_json
 from .layout import Layout
 from .prompt import Construction, Readout
 from .weights import AlgoFormerWeights, FFNWeights, HeadWeights, LayerWeights
 
-FORMAT, VERSION = "algoformer-export", 1
 STACKS = ("pre", "loop", "post")
 
 
@@ -146,23 +146,17 @@ def export_run(run_dir: str | Path, path: str | Path) -> tuple[Path, Path]:
 
 
 # -- import -----------------------------------------------------------------------------------------
+# Both files are checked before use (``export_check``): a damaged export raises ExportError, one line
+# naming the file and the tensor.
 def read_meta(path: str | Path) -> dict:
-    st, js = _paths(path)
-    meta = json.loads(js.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{js} is not an {FORMAT} file (format={meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{js} has version {meta.get('version')!r}; this reader knows version {VERSION}")
-    return meta
+    return read_json(_paths(path)[1])
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None) -> tuple[AlgoFormer, dict]:
     """A fresh AlgoFormer built from the JSON config, holding the exported tensors (eval mode)."""
-    st, _ = _paths(path)
-    meta = read_meta(path)
-    state = load_file(str(st))
+    meta, cfg, state = load_checked(*_paths(path))
     dtype = dtype or next(iter(state.values())).dtype
-    model = AlgoFormer(config_from_json(meta["model_config"])).to(dtype)
+    model = AlgoFormer(cfg).to(dtype)
     model.load_exact(state)
     return model.eval(), meta
 
@@ -188,14 +182,13 @@ def _layer_from_state(state: dict, prefix: str, info: dict, D: int) -> LayerWeig
 def load_construction(path: str | Path) -> Construction:
     """The Construction back from an export: layout, weights (each head's value map is W_O^h W_V^h,
     exact because W_V^h selects rows), Lemma A.1 vectors and read-outs."""
-    st, _ = _paths(path)
-    meta = read_meta(path)
+    st, js = _paths(path)
+    meta, _, state = load_checked(st, js)
     if meta.get("layout") is None:
-        raise ValueError(f"{st} holds no layout: it is not a construction (use load_model)")
+        raise ExportError(f"{st} holds no layout: it is not a construction (use load_model)")
     lay = Layout()
     for name, (a, b) in meta["layout"]["blocks"].items():
         lay.add(name, b - a)
-    state = load_file(str(st))
     stacks = {s: tuple(_layer_from_state(state, f"{s}.{i}.", info, lay.dim)
                        for i, info in enumerate(meta["layers"][s])) for s in STACKS}
     weights = AlgoFormerWeights(lay, **stacks, notes=meta.get("notes", {}))

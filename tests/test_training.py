@@ -82,8 +82,8 @@ def test_resume_is_bit_exact(tmp_path):
     resumed = _run(common + ["--out", str(tmp_path / "part"), "--resume"])
     loss = lambda rows: [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
     assert loss(resumed) == loss(full)                        # every logged loss, bit for bit
-    a = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "ckpt.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -143,7 +143,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_metrics(out / "metrics.jsonl")
     assert [x["step"] for x in rows if x["kind"] == "train"] == [4, 8, 12]
-    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 12 and len(ckpt["rng"]) == 2
 
 

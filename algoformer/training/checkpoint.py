@@ -4,6 +4,11 @@ model, optimizer, step, curriculum stage, and the RNG states (torch, and every r
 Atomic: the file is written under a temporary name in the same directory, flushed to disk, then
 renamed over the old one (``os.replace``), so a run killed at any moment leaves either the previous
 checkpoint or the new one, never a torn file.
+
+Loading never runs code from the file: ``load`` is ``safe_load.read_checkpoint`` (a torch.save zip
+read with ``weights_only=True``, its CRCs and its schema checked), and ``restore`` checks every
+tensor against the freshly built model before loading it. Both raise ``CheckpointError``, one line
+naming the file. See docs/run-folders.md.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .safe_load import CheckpointError, read_checkpoint, restore  # noqa: F401 (the API)
 
 
 def save_atomic(obj, path: str | Path) -> None:
@@ -25,7 +32,8 @@ def save_atomic(obj, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint, read without unpickling anything but tensors and plain values (CheckpointError)."""
+    return read_checkpoint(path)
 
 
 def rng_state(rng: np.random.Generator) -> dict:
