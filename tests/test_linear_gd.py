@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from algoformer.tasks import Regression, linear_regression
+from algoformer.tasks import linear_regression
 from constructions import reference
 from constructions.linear_gd import linear_gd_construction, rounding_bound
 from verify import cli, linear_gd_law as law

@@ -128,6 +128,7 @@ def write_law_plot(path: str, groups: list[dict], iters: int, title: str) -> Non
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"float64": "-", "float32": "--", "gd-numpy-float64": ":", "gd-numpy-float32": (0, (1, 4))}
+    colors = dict(zip(styles, ("C0", "C3", "C7", "C8")))
     for g, color in zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         T = np.arange(len(g["exact"]))
         for name, curve in g["curves"].items():
@@ -146,7 +147,7 @@ def write_law_plot(path: str, groups: list[dict], iters: int, title: str) -> Non
     for T, marker in ((iters, "o"), (last, "s")):
         for name, curve in groups[0]["curves"].items():
             bx.semilogy(ratios, [max(g["curves"][name][T], 1e-18) for g in groups], marker=marker, mfc="none" if T == last else None,
-                        linestyle=styles.get(name, "-"), label=f"{name}, T={T}")
+                        linestyle=styles.get(name, "-"), color=colors.get(name), label=f"{name}, T={T}")
         bx.semilogy(ratios, [math.exp(-T / (2 * g["kappa"])) for g in groups], "k-.", lw=0.8,
                     label=f"claim exp(-T/(2 kappa)), T={T}")
         bx.semilogy(ratios, [max(g["exact"][T], 1e-18) for g in groups], "k-", alpha=0.25, lw=3, label=f"exact GD, T={T}")
