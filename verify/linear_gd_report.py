@@ -59,8 +59,9 @@ def verdict(rows: list[dict], groups: list[dict], args) -> tuple[list[str], bool
         claim = all(s["claim_holds"] for s in per)
         if name.endswith("float64"):
             ok &= inside == checked
-        lines.append(f"{name}: measured rate = {min(fits):.2f}..{max(fits):.2f} x the claim's 1/(2 kappa) (median fit "
-                     f"per n/d); inside the derived interval [-log rho, ...] for {inside}/{checked} problems; the claim "
+        rate = (f"{min(fits):.2f}..{max(fits):.2f} x the claim's 1/(2 kappa) (median fit per n/d)" if fits
+                 else "not fitted (fewer than 3 loops above the floor: raise --law-iters)")
+        lines.append(f"{name}: measured rate = {rate}; inside the derived interval [-log rho, ...] for {inside}/{checked} problems; the claim "
                      f"e_T <= exp(-T/(2 kappa)) {'holds' if claim else 'FAILS'} above the floor; floors "
                      + ", ".join("not reached" if s["floor_median"] is None else f"{s['floor_median']:.0e}" for s in per) + " (n/d " + ",".join(f"{g['ratio']:g}" for g in groups) + ")")
     for dt in (d for d in args.dtype if d != "float64"):   # float64 data are held exactly
