@@ -33,7 +33,7 @@ from constructions.linear_gd import linear_gd_construction, rounding_bound
 
 from . import linear_gd_law as law
 from .linear_gd_report import format_law, format_step, verdict
-from .emulate import relative_error
+from .emulate import emulate, relative_error
 from .references import Trajectory, gd_reference
 
 SUMMARY = "GD as one linear-attention layer looped T times (von Oswald et al. 2023; Chen et al. 2024), with its law"
@@ -163,7 +163,7 @@ def _lmax(x: np.ndarray) -> np.ndarray:
 # -- 1. the step ------------------------------------------------------------------------------------------
 def step_rows(args, device: str) -> tuple[float, list[dict]]:
     from constructions.linearise import DEFAULT_VARIANT
-    from .algorithms import GD, Options
+    from .algorithms import GD, Options        # here: verify.cli imports this module, and .algorithms imports its plug-ins
     from .sweep import auto_temps
 
     problem = linear_regression(np.random.default_rng(args.seed), args.problems, args.N, args.d, 1)
@@ -182,7 +182,6 @@ def step_rows(args, device: str) -> tuple[float, list[dict]]:
                  + rounding_bound(held.x, held.y, held.x_test, eta, args.iters, float(np.finfo(np.longdouble).eps) / 2))
         scale = np.linalg.norm(ex, axis=2).max(axis=1)
         temps = auto_temps(DEFAULT_VARIANT, 2 * args.N + 2, GD.score_bounds(problem, eta), dt)
-        from .emulate import emulate
         soft = emulate(GD.build(opts, eta, temps, DEFAULT_VARIANT), problem, args.iters, dt, device)
         for name, trj in (("linear", lin), ("softmax", soft)):
             e_it = relative_error(trj.iterates[:, -1], ref.iterates[:, -1])
