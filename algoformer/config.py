@@ -12,6 +12,7 @@ from typing import Literal
 Mask = Literal["full", "causal"]          # encoder (full) or decoder (causal) attention
 Activation = Literal["relu", "gelu"]
 AttentionImpl = Literal["exact", "sdpa"]  # our explicit softmax, or torch's fused kernel
+Scores = Literal["softmax", "linear"]     # what a head does with its scores (see ``LayerConfig.scores``)
 
 
 def _check(cond: bool, field: str, value, allowed: str) -> None:
@@ -43,6 +44,10 @@ class LayerConfig:
                                  # output back before the residual add: "float32" under bfloat16 (the
                                  # usual mixed-precision upcast), "float64" under float32 (a diagnostic:
                                  # the stream's rounding without the attention's). None: the stream's dtype
+    scores: Scores = "softmax"   # "linear": the scores weight the values directly, sum_i (q_j . k_i) v_i,
+                                 # no softmax and no normaliser (no 1/n: von Oswald et al. 2023's form;
+                                 # Chen et al. 2024's 1/n is a constant that constructions fold into W_V).
+                                 # "exact" forms the (n, n) scores, "sdpa" the fused (K^T V)-first order
 
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "d_model", self.d_model, "an integer >= 1")
@@ -56,6 +61,10 @@ class LayerConfig:
         _check_choice("attention", self.attention, ("exact", "sdpa"))
         _check_choice("attention_dtype", self.attention_dtype, (None, "float32", "float64"))
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
+        _check_choice("scores", self.scores, ("softmax", "linear"))
+        _check(not (self.scores == "linear" and self.attention == "sdpa" and self.dropout), "dropout",
+               self.dropout, "0 with scores='linear' and attention='sdpa' (the fused order never forms "
+               "the weights that attention dropout drops; use attention='exact')")
 
     @property
     def value_dim(self) -> int:

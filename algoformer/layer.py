@@ -15,6 +15,17 @@ Two attention paths compute the same function: ``exact`` (explicit scores, ``tor
 pattern available to hooks) and ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, which
 may pick a fused kernel). Tests check that they agree.
 
+Linear attention (``LayerConfig.scores = "linear"``, Chen et al. 2024, von Oswald et al. 2023): the
+scores weight the values directly, no softmax and no normaliser,
+
+    Attn(X) = X + sum_h W_O^h W_V^h X (X^T W_K^hT W_Q^h X)          (causal: keys i <= query j)
+
+``exact`` forms the (n, n) scores (exposed at ``hook_pattern``, masked entries 0) and multiplies them
+into V: O(n^2 (k + v)). ``sdpa`` is the fused order, K^T V first: full mask O(n k v), one (k, v)
+state per head; causal mask in chunks of ``LINEAR_CHUNK`` queries (the chunk's own keys through its
+masked scores, earlier keys through the running K^T V state): O(n (LINEAR_CHUNK k + k v)), no (n, n)
+and no (n, k, v) tensor.
+
 ``attention_dtype`` (``LayerConfig``): the attention runs in that dtype when it is wider than the
 one its matmuls would otherwise run in (the stream's, or autocast's), with autocast off inside; the
 parameters are cast exactly (every narrower value is representable), and the output is rounded to
@@ -31,6 +42,8 @@ from torch import nn
 from .config import LayerConfig
 from .hooks import HookPoint
 
+
+LINEAR_CHUNK = 32   # queries per chunk of the fused causal linear attention
 
 _UPCAST = {None: None, "float32": torch.float32, "float64": torch.float64}
 
@@ -75,7 +88,9 @@ class Attention(nn.Module):
         v = torch.einsum("bnd,hvd->bhnv", h, w_v)        # (B, H, n, v)
         scale = cfg.d_head ** -0.5 if cfg.scale_scores else 1.0
         p_drop = cfg.dropout if self.training else 0.0
-        if cfg.attention == "sdpa":
+        if cfg.scores == "linear":
+            z = self._linear(q * scale, k, v, p_drop)       # (B, H, n, v)
+        elif cfg.attention == "sdpa":
             z = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop,
                                                is_causal=cfg.mask == "causal", scale=scale)
         else:
@@ -94,6 +109,33 @@ class Attention(nn.Module):
         if p_drop:
             pattern = F.dropout(pattern, p_drop)
         return pattern @ v
+
+    def _linear(self, q, k, v, p_drop: float) -> torch.Tensor:
+        """z_j = sum_i (q_j . k_i) v_i over the keys query j sees (no softmax, no normaliser)."""
+        causal = self.cfg.mask == "causal"
+        if self.cfg.attention == "exact":
+            scores = q @ k.transpose(-1, -2)                       # (B, H, n_query, n_key)
+            if causal:
+                scores = scores.masked_fill(_future(scores.shape[-1], scores.device), 0.0)
+            pattern = self.hook_pattern(scores)
+            if p_drop:
+                pattern = F.dropout(pattern, p_drop)
+            return pattern @ v
+        if not causal:
+            return q @ (k.transpose(-1, -2) @ v)                   # (B, H, n, k) @ (B, H, k, v)
+        state = q.new_zeros(*q.shape[:2], k.shape[-1], v.shape[-1])   # sum of k_i v_i^T over earlier chunks
+        out = []
+        for s in range(0, q.shape[2], LINEAR_CHUNK):
+            qc, kc, vc = (t[:, :, s:s + LINEAR_CHUNK] for t in (q, k, v))
+            own = (qc @ kc.transpose(-1, -2)).masked_fill(_future(qc.shape[2], q.device), 0.0)
+            out.append(qc @ state + own @ vc)
+            state = state + kc.transpose(-1, -2) @ vc
+        return torch.cat(out, dim=2)
+
+
+def _future(n: int, device) -> torch.Tensor:
+    """(n, n) True where the key comes after the query (what the causal mask hides)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
 class FeedForward(nn.Module):

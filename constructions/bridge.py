@@ -34,7 +34,7 @@ def layer_config(layer: LayerWeights, d_model: int, attention: str = "exact",
     d_ff = layer.ffn.w1.shape[0] if layer.ffn is not None else 0
     return LayerConfig(d_model=d_model, n_heads=len(layer.heads), d_head=k, d_ff=d_ff,
                        d_value=_value_rank(layer), mask=layer.mask, attention=attention,
-                       attention_dtype=attention_dtype)
+                       attention_dtype=attention_dtype, scores=layer.scores)
 
 
 def model_config(w: AlgoFormerWeights, attention: str = "exact",

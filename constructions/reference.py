@@ -17,10 +17,13 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def apply_head(head: HeadWeights, h: np.ndarray, causal: bool) -> np.ndarray:
+def apply_head(head: HeadWeights, h: np.ndarray, causal: bool, linear: bool = False) -> np.ndarray:
+    """softmax(scores) @ values; ``linear``: scores @ values (no softmax, no normaliser, masked 0)."""
     q = h @ head.query.T                                  # (B, n, k)
     k = h @ head.key.T                                    # (B, n, k)
     scores = q @ k.transpose(0, 2, 1)                     # (B, n_query, n_key)
+    if linear:
+        return (np.tril(scores) if causal else scores) @ (h @ head.value.T)
     if causal:
         n = h.shape[1]
         scores = np.where(np.triu(np.ones((n, n), bool), 1), -np.inf, scores)
@@ -33,8 +36,8 @@ def apply_ffn(ffn: FFNWeights, h: np.ndarray) -> np.ndarray:
 
 def apply_layer(layer: LayerWeights, h: np.ndarray) -> np.ndarray:
     """TF(X) of Eq. 1: residual attention (sum of heads), then residual ReLU FFN."""
-    causal = layer.mask == "causal"
-    h = h + sum((apply_head(hd, h, causal) for hd in layer.heads), np.zeros_like(h))
+    causal, linear = layer.mask == "causal", layer.scores == "linear"
+    h = h + sum((apply_head(hd, h, causal, linear) for hd in layer.heads), np.zeros_like(h))
     if layer.ffn is not None:
         h = h + apply_ffn(layer.ffn, h)
     return h

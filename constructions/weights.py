@@ -62,8 +62,11 @@ class LayerWeights:
     ffn: FFNWeights | None = None
     mask: Literal["full", "causal"] = "full"
     name: str = ""
+    scores: Literal["softmax", "linear"] = "softmax"   # linear: sum_i (q_j . k_i) v_i, no softmax, no normaliser
 
     def __post_init__(self) -> None:
+        if self.scores not in ("softmax", "linear"):
+            raise ValueError(f"layer {self.name!r} scores={self.scores!r} is invalid: expected 'softmax' or 'linear'")
         dims = {h.d_model for h in self.heads} | ({self.ffn.w1.shape[1]} if self.ffn else set())
         if len(dims) > 1:
             raise ValueError(f"layer {self.name!r} mixes widths {sorted(dims)}")

@@ -14,6 +14,7 @@ from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 from . import halting
 from .algorithms import ALGORITHMS, Options
 from .emulate import tf32_matmuls
+from .linear_gd import SUMMARY as LINEAR_GD_SUMMARY, main as linear_gd_main
 from .report import format_config, format_table, verdict_lines, write_json, write_plot
 from .sweep import PRECISIONS, available, run_sweep
 
@@ -136,6 +137,7 @@ def build_parser() -> Parser:
         if "q" in algo.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
     halting.add_parser(sub)
+    sub.add_parser("linear-gd", help=LINEAR_GD_SUMMARY, add_help=False)   # parsed by verify/linear_gd.py (main)
     p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
                        description="Build each lemma's layers with symbolic data and parameters, expand "
                                    "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
@@ -227,6 +229,9 @@ def run_algorithm(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["linear-gd"]:        # its own runner, with its own options, before the regular algorithms
+        return linear_gd_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -50,7 +50,7 @@ class TrainConfig:
     threads: int = 0               # torch CPU threads (0 = torch's default); 1 avoids oversubscription
     amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 autocast on GPU (not with init_from), off on CPU
     compile: bool = False          # torch.compile the loss module
-    attention: Literal["sdpa", "exact"] = "sdpa"
+    attention: Literal["sdpa", "exact", "linear"] = "sdpa"   # linear: linear attention (no softmax), fused path
     log_every: int = 50
     eval_every: int = 500          # 0 = only at the end
     eval_batch: int = 256
@@ -83,6 +83,8 @@ class TrainConfig:
             _check(self.n_points > 3, "n_points", self.n_points, "an integer > q = 3 for the AR task")
         _check(self.init_scale in ("gpt2", "fan_in"), "init_scale", self.init_scale, "one of gpt2, fan_in")
         _check(self.amp in ("auto", "bf16", "off"), "amp", self.amp, "one of auto, bf16, off")
+        _check(self.attention in ("sdpa", "exact", "linear"), "attention", self.attention,
+               "one of sdpa, exact, linear")
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device", self.device, "one of auto, cpu, cuda, cuda:K")

@@ -28,7 +28,7 @@ class ModelSpec:
     heads: int = 8                   # paper: 8
     layers: int | None = None        # None = the paper's default for the model (DEFAULT_LAYERS)
     dropout: float = 0.0
-    attention: AttentionImpl = "sdpa"
+    attention: AttentionImpl | Literal["linear"] = "sdpa"   # linear: scores="linear" on the fused path
     init_scale: Literal["gpt2", "fan_in"] = "gpt2"   # std 0.02 (GPT-2, the paper's backbone) or 1/sqrt(fan-in)
 
     def __post_init__(self) -> None:
@@ -56,7 +56,9 @@ class ModelSpec:
         dh = self.width // self.heads
         return LayerConfig(d_model=self.width, n_heads=self.heads, d_head=dh, d_ff=4 * self.width,
                            d_value=dh, mask="causal", activation="gelu", scale_scores=True,
-                           pre_norm=True, dropout=self.dropout, attention=self.attention)
+                           pre_norm=True, dropout=self.dropout,
+                           attention="sdpa" if self.attention == "linear" else self.attention,
+                           scores="linear" if self.attention == "linear" else "softmax")
 
     def config(self, d_in: int, d_out: int, n_positions: int) -> AlgoFormerConfig:
         stack = (self.layer_config(),) * self.n_layers
