@@ -96,8 +96,9 @@ def tl_config_dict(model: AlgoFormer, n_loops: int, n_ctx: int | None = None) ->
     if any(c.attention_dtype is not None for c in lcs):
         raise NotExportable("cannot export to TransformerLens: attention_dtype runs the attention in a "
                             "wider dtype than the stream, which a HookedTransformer cannot express")
-    if any(getattr(c, "attention_kind", "softmax") != "softmax" for c in lcs):
-        raise NotExportable("cannot export to TransformerLens: its attention is softmax attention only")
+    if any(c.scores != "softmax" for c in lcs):
+        raise NotExportable("cannot export to TransformerLens: linear attention (scores=\"linear\"); its "
+                            "attention is softmax attention only")
     mask = _one({c.mask for c in lcs}, "masks")
     act = _one({c.activation for c in lcs}, "activations")
     norm = _one({c.pre_norm for c in lcs}, "pre-norm settings")
