@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from constructions.linearise import DEFAULT_VARIANT, VARIANTS
+from constructions.linearise import DEFAULT_VARIANT, VARIANTS, is_mirror, odd_values
 
 from . import registry
 from .commands import SYMBOLIC_LEMMAS, run_symbolic  # noqa: F401  (their former home was here)
@@ -179,7 +179,9 @@ def run_algorithm(args: argparse.Namespace) -> int:
     else:
         bad = [v for v in variants if not algo.supports(v)]
         if bad:
-            raise ArgumentError(f"argument --variant: {bad[0]!r} needs mirrored values, which the {algo.name} "
+            need = ("mirrored values" if odd_values(bad[0]) else "a sink token" if not is_mirror(bad[0])
+                    else "what it declares it lacks (Algorithm.supports)")
+            raise ArgumentError(f"argument --variant: {bad[0]!r} needs {need}, which the {algo.name} "
                                 f"construction does not provide; expected one of "
                                 f"{', '.join(v for v in VARIANTS if algo.supports(v))}")
     config, rows = _sweep(algo, opts, args.iters, variants, dtypes, device)

@@ -75,6 +75,8 @@ class Algorithm:
     supports: Callable[[str], bool] = lambda variant: not odd_values(variant)
     # n, the tokens of its prompt (the keys every query sees): the sink's C and the error bounds use it
     n_tokens: Callable[[Options], int] = regression_tokens
+    # the common options it does not use (e.g. ("N", "m", "x_bound")): left out of the configuration
+    ignores: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,8 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
               "problems": opts.problems, "seed": opts.seed, "device": device, "dtypes": dtypes,
               "variants": variants, algo.step_name: step, "x_bound": opts.x_bound,
               "register_bound": opts.register_bound, "excluded": excluded, "valid_problems": int(keep.sum())}
+    for k in algo.ignores:
+        config.pop(k, None)
     if not keep.any():
         return config, []
     ref = algo.reference(problem, iters, step)
