@@ -108,7 +108,7 @@ def _add(ep: EntryPoint, builtin: bool) -> None:
     elif builtin:
         raise TypeError(f"builtin {ep.name} = {ep.value!r}: {why}")
     else:
-        _problems[ep.name] = f"{_describe(ep)} {why}; left out"
+        _problems[ep.name] = f"{_describe(ep)}: {why}; left out"
 
 
 def _load() -> None:
@@ -130,7 +130,7 @@ def _load() -> None:
 def get(name: str) -> Entry:
     _load()
     if name not in _entries:
-        why = f" ({_problems[name]})" if name in _problems else ""
+        why = f" ({_problems[name]})" if name in _problems else ""   # a plug-in of that name failed
         raise ValueError(f"name={name!r} is invalid{why}: expected one of {', '.join(_entries)}")
     return _entries[name]
 
