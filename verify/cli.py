@@ -200,7 +200,8 @@ def run_algorithm(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, config, rows, verdict)
     if args.plot:
-        write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}, T={args.iters}")
+        sizes = [f"{k}={getattr(args, k)}" for k in ("N", "d") if k not in algo.ignores]
+        write_plot(args.plot, rows, f"{algo.name}: {', '.join(sizes + [f'T={args.iters}'])}")
     if args.show_attention or args.show_layout:
         from .views import cli_views
         cli_views(algo, opts, config, args.variant[0], dtypes[0], args.iters, args.show_attention,
