@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from verify import registry
-from verify.interface import Algorithm, Command
+from verify.interface import Algorithm, Command, Options
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_ORDER = ("gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "symbolic")
@@ -155,3 +155,37 @@ def test_broken_plugins_warn_once_each_and_leave_the_builtins_alone(tmp_path):
     assert asked.stderr.startswith("python -m verify: error: argument ALGORITHM: entry point broken-import = ")
     gd = cli(env, "gd", "--iters", "1", "--N", "4", "--d", "2", "--problems", "2", "--dtype", "float64", "--quiet")
     assert gd.returncode == 0 and "configuration: algorithm=gd, N=4" in gd.stdout
+
+
+def test_an_algorithm_with_options_of_its_own_gets_them_beside_the_standard_ones(capsys):
+    """``Algorithm.add_arguments``: the values reach draw/build as ``opts.extra`` and the configuration."""
+    import dataclasses
+
+    import numpy as np
+
+    from examples.richardson import ALGORITHM
+    from verify.cli import main
+
+    seen = []
+
+    def draw(rng, o):
+        seen.append(o.extra["scale"])
+        p = ALGORITHM.draw(rng, o)
+        return type(p)(p.x * o.extra["scale"], p.y, p.x_test, p.y_test)
+
+    def add(parser):
+        parser.add_argument("--scale", type=float, default=1.0, help="multiplies A")
+
+    registry.register(dataclasses.replace(ALGORITHM, name="richardson-scaled", draw=draw, add_arguments=add))
+    try:
+        code = main(["richardson-scaled", "--iters", "2", "--d", "3", "--problems", "2", "--dtype", "float64",
+                     "--quiet", "--scale", "2.5"])
+        out = capsys.readouterr().out
+        bad = main(["richardson-scaled", "--scale", "x"])
+        err = capsys.readouterr().err
+    finally:
+        registry.unregister("richardson-scaled")
+    assert code == 0 and seen and set(seen) == {2.5} and "scale=2.5" in out.splitlines()[0]
+    p = ALGORITHM.draw(np.random.default_rng(0), Options(d=3, problems=2))
+    assert f"loop={2.5 * np.abs(p.x).max():.4g}" in out      # the score bound saw the scaled A
+    assert bad == 2 and err.count("\n") == 1 and "argument --scale" in err

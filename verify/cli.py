@@ -138,6 +138,10 @@ def build_parser() -> Parser:
         add_common(p, entry.step_name)
         if "q" in entry.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
+        if entry.add_arguments is not None:        # its own options; their values go to Options.extra
+            common = {a.dest for a in p._actions}
+            entry.add_arguments(p)
+            p.set_defaults(extra_options=tuple(a.dest for a in p._actions if a.dest not in common))
     return parser
 
 
@@ -170,7 +174,8 @@ def run_algorithm(args: argparse.Namespace) -> int:
     dtypes = resolve_dtypes(args.dtype, device)
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
                    register_bound=args.register_bound,
-                   step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
+                   step=getattr(args, algo.step_name), q=getattr(args, "q", 3),
+                   extra={k: getattr(args, k) for k in getattr(args, "extra_options", ())})
     if "q" in algo.options and args.q >= args.N:
         raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
     variants = args.variant

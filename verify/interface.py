@@ -17,7 +17,7 @@ algorithm module, the builtins and the plug-ins alike, imports it without a cycl
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import numpy as np
@@ -41,6 +41,7 @@ class Options:
     register_bound: float = 1e8    # |registers| the zeroing FFNs assume (checked on the numpy run)
     step: float | None = None      # eta (GD) or alpha (Newton); None = chosen from the data
     q: int = 3                     # AR order / copied tokens (``copy``, ``ar`` only; paper: 3)
+    extra: dict = field(default_factory=dict)   # the values of an Algorithm's own options (add_arguments)
 
 
 def regression_tokens(opts: Options) -> int:
@@ -77,6 +78,9 @@ class Algorithm:
     n_tokens: Callable[[Options], int] = regression_tokens
     # the common options it does not use (e.g. ("N", "m", "x_bound")): left out of the configuration
     ignores: tuple[str, ...] = ()
+    # options of its own besides the standard ones: (parser) -> None; their values reach draw/build/...
+    # as ``opts.extra[dest]`` and are printed with the configuration
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
 @dataclass(frozen=True)

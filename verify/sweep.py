@@ -272,6 +272,7 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
               "register_bound": opts.register_bound, "excluded": excluded, "valid_problems": int(keep.sum())}
     for k in algo.ignores:
         config.pop(k, None)
+    config.update(opts.extra)
     if not keep.any():
         return config, []
     ref = algo.reference(problem, iters, step)
