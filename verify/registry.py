@@ -29,6 +29,8 @@ from .interface import Algorithm, Command, Entry
 
 GROUP = "verify.algorithms"
 
+# The builtins, in the order ``--help`` lists them: a new builtin is one line here (its module imports
+# ``verify.interface``, never this module or another algorithm module).
 BUILTINS: dict[str, str] = {
     "gd": "verify.algorithms:GD",
     "newton": "verify.algorithms:NEWTON",
@@ -115,7 +117,7 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
+    _entries.clear(), _origin.clear(), _problems.clear()
     for name, value in BUILTINS.items():
         _add(EntryPoint(name, value, GROUP), builtin=True)
     plugins = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
@@ -125,6 +127,7 @@ def _load() -> None:
             continue           # the same distribution found twice on sys.path, or a builtin declared again
         seen.add((ep.name, ep.value))
         _add(ep, builtin=False)
+    _loaded = True          # only now: a builtin that fails to load raises on every call, not once
 
 
 def get(name: str) -> Entry:
