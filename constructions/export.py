@@ -20,14 +20,19 @@ safetensors reader gets them. The JSON (also stored, compact, in the safetensors
     readout             "answer" / "iterate": register, its rows [start, stop) and the tokens
                         that hold it (a list of token indices)
     notes, assumptions  the parameters the weights were built with and what they assume of the data
+    construction        the Construction's class ("module:QualName": its ``encode`` is the prompt
+                        encoder) and the fields a subclass adds; ``load_construction`` rebuilds that
+                        class when it can be imported (else a plain Construction)
 
 A trained model has no layout (``null``); pass what is known about it (how its prompts are laid
 out, where the prediction is read) in ``extra``, which is stored verbatim.
 """
 from __future__ import annotations
 
+import importlib
 import json
-from dataclasses import asdict
+import sys
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +104,41 @@ def token_roles(N: int) -> list[str]:
 def construction_meta(con: Construction) -> dict:
     w, lay = con.weights, con.layout
     N = con.pos.shape[0] - 1
-    n = 2 * N + 2
+    roles = con.token_roles()
+    n = len(roles)
     layers = {s: [{"name": l.name, "mask": l.mask, "heads": [h.name for h in l.heads],
                    "ffn": l.ffn is not None} for l in getattr(w, s)] for s in STACKS}
     return {"layout": {"dim": lay.dim, "rows": lay.labels(), **{"blocks": lay.to_json()["blocks"]}},
             "layers": layers,
-            "prompt": {"kind": "encoder", "N": N, "n_tokens": n, "token_roles": token_roles(N),
+            "prompt": {"kind": "encoder", "N": N, "n_tokens": n, "token_roles": roles,
                        "pos": np.asarray(con.pos, float).tolist()},
+            "construction": _class_meta(con),
             "readout": {"answer": _readout_json(con.answer, lay, n),
                         "iterate": _readout_json(con.iterate, lay, n)},
             "notes": _plain(w.notes), "assumptions": _plain(con.assumptions)}
+
+
+def _class_meta(con: Construction) -> dict:
+    """The Construction's class ("module:QualName", whose ``encode`` is the prompt encoder) and the
+    values of the fields a subclass adds, so that ``load_construction`` rebuilds the same encoder."""
+    base = {f.name for f in fields(Construction)}
+    extra = {f.name: getattr(con, f.name) for f in fields(con) if f.name not in base} if is_dataclass(con) else {}
+    return {"class": f"{type(con).__module__}:{type(con).__qualname__}", "fields": _plain(extra)}
+
+
+def _construction_class(meta: dict):
+    """The recorded class if it imports and is a Construction, else Construction (plain regression encoder)."""
+    module, _, name = meta.get("class", "").partition(":")
+    # An export is data: importing a module it names would run that module's code. Only this
+    # package's own modules, or modules already imported (a plug-in's, once the user has loaded it),
+    # are looked up; anything else reads as the plain regression Construction.
+    if not (module == "constructions" or module.startswith("constructions.") or module in sys.modules):
+        return Construction
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return Construction
+    return cls if isinstance(cls, type) and issubclass(cls, Construction) else Construction
 
 
 def _plain(d: dict) -> dict:
@@ -181,7 +211,7 @@ def _layer_from_state(state: dict, prefix: str, info: dict, D: int) -> LayerWeig
 
 def load_construction(path: str | Path) -> Construction:
     """The Construction back from an export: layout, weights (each head's value map is W_O^h W_V^h,
-    exact because W_V^h selects rows), Lemma A.1 vectors and read-outs."""
+    exact because W_V^h selects rows), Lemma A.1 vectors, read-outs, and its class (its encoder)."""
     st, js = _paths(path)
     meta, _, state = load_checked(st, js)
     if meta.get("layout") is None:
@@ -192,7 +222,10 @@ def load_construction(path: str | Path) -> Construction:
     stacks = {s: tuple(_layer_from_state(state, f"{s}.{i}.", info, lay.dim)
                        for i, info in enumerate(meta["layers"][s])) for s in STACKS}
     weights = AlgoFormerWeights(lay, **stacks, notes=meta.get("notes", {}))
-    return Construction(weights, np.asarray(meta["prompt"]["pos"], float),
-                        answer=_readout_from_json(meta["readout"]["answer"]),
-                        iterate=_readout_from_json(meta["readout"]["iterate"]),
-                        assumptions=meta.get("assumptions", {}))
+    recorded = meta.get("construction", {})
+    cls = _construction_class(recorded)
+    extra = recorded.get("fields", {}) if cls is not Construction else {}
+    return cls(weights, np.asarray(meta["prompt"]["pos"], float),
+               answer=_readout_from_json(meta["readout"]["answer"]),
+               iterate=_readout_from_json(meta["readout"]["iterate"]),
+               assumptions=meta.get("assumptions", {}), **extra)

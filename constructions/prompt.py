@@ -90,7 +90,15 @@ class Construction:
     def layout(self) -> Layout:
         return self.weights.layout
 
+    def token_roles(self) -> list[str]:
+        """The role of every token ``encode`` writes, in order (plots, export): here the regression
+        prompt's x_1, y_1, ..., x_N, y_N, x_test, sink. A subclass with its own prompt overrides
+        both this and ``encode``."""
+        N = self.pos.shape[0] - 1
+        return [f"{k}_{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["x_test", "sink"]
+
     def encode(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        """(x, y, x_test) -> tokens (B, n, D), float64: the prompt encoder (override for another prompt)."""
         N = np.asarray(x).shape[1]
         if N != self.assumptions.get("N", N):
             raise ValueError(f"N={N} samples, but the construction was built for N={self.assumptions['N']}")

@@ -1,67 +1,30 @@
-"""What the verifier needs to know about each compiled algorithm, in one table (``ALGORITHMS``).
+"""The builtin regression algorithms ``gd`` (Lemma A.2) and ``newton`` (Lemma A.4, Theorem 4.1).
 
-An ``Algorithm`` draws seeded problems, checks them against the construction's assumptions, chooses
-its step parameter, reports the largest score |a| of every linearised head group (which sets c),
-builds the construction for given temperatures, and runs the numpy reference. The sweep and the CLI
-are written once against this interface.
+Each is an ``interface.Algorithm``: it draws seeded problems, checks them against the construction's
+assumptions, chooses its step parameter, reports the largest score |a| of every linearised head group
+(which sets c), builds the construction for given temperatures, and runs the numpy reference. The
+registry (``verify.registry``) finds them by name, as it finds every other entry; this module registers
+nothing and imports neither the registry nor the other algorithm modules.
+
+``ALGORITHMS`` (every registered sweep algorithm, plug-ins included) is kept as a read-only alias of
+``registry.algorithms()`` for notebooks and scripts written before the registry.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from algoformer.tasks import Regression, linear_regression
 from constructions.gd import gd_construction
-from constructions.linearise import Temperature, odd_values
 from constructions.newton import alpha_limit, newton_construction
-from constructions.prompt import Construction
 from constructions.scores import gram_max, newton_score_bounds
 
 from .bounds import gd_emulation_bound, newton_emulation_bound
-from .references import Trajectory, gd_reference, newton_reference
+from .interface import Algorithm, Options, bound_violations
+from .references import gd_reference, newton_reference
 
+__all__ = ["ALGORITHMS", "Algorithm", "GD", "NEWTON", "Options"]
 
-@dataclass(frozen=True)
-class Options:
-    """Sizes and parameters common to every algorithm (the CLI fills them)."""
-    N: int = 40
-    d: int = 20
-    m: int = 1
-    problems: int = 64
-    seed: int = 0
-    x_bound: float = 100.0
-    register_bound: float = 1e8    # |registers| the zeroing FFNs assume (checked on the numpy run)
-    step: float | None = None      # eta (GD) or alpha (Newton); None = chosen from the data
-    q: int = 3                     # AR order / copied tokens (``copy``, ``ar`` only; paper: 3)
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    name: str
-    summary: str
-    step_name: str                                                   # "eta" / "alpha"
-    draw: Callable[[np.random.Generator, Options], Regression]
-    choose_step: Callable[[Regression], float]                        # a safe default from the data
-    violations: Callable[[Regression, Options, float], np.ndarray]   # (B,) str, "" = within assumptions
-    score_bounds: Callable[[Regression, float], dict[str, float]]    # group -> max |a|
-    build: Callable[[Options, float, dict[str, Temperature], str], Construction]
-    reference: Callable[[Regression, int, float], Trajectory]
-    sweep: Callable | None = None      # replaces ``sweep.run_sweep`` (same signature), e.g. over beta
-    verdict: Callable | None = None    # replaces ``report.verdict_lines`` (rows, n) -> lines
-    options: tuple[str, ...] = ()      # extra CLI options this algorithm takes, e.g. ("q",)
-    # (problem, ref, step, iters, temps, variant, n, u) -> (B,) bound on |prediction error| after T loops
-    emulation_bound: Callable | None = None
-    # (problem, iters, step, numpy dtype) -> Trajectory: the algorithm in another arithmetic
-    reference_in: Callable | None = None
-    # the linearisation variants its construction takes (the sinh ones need mirrored values)
-    supports: Callable[[str], bool] = lambda variant: not odd_values(variant)
-
-
-def _bound_violations(problem: Regression, opts: Options) -> np.ndarray:
-    big = np.maximum(np.abs(problem.x).max(axis=(1, 2)), np.abs(problem.x_test).max(axis=1))
-    return np.where(big > opts.x_bound, np.char.add("max|x| > x_bound=", str(opts.x_bound)), "")
+_bound_violations = bound_violations     # its former name (imported by older code)
 
 
 # -- gradient descent (Lemma A.2) -------------------------------------------------------------
@@ -116,9 +79,10 @@ NEWTON = Algorithm(
     supports=lambda variant: True,
 )
 
-ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (GD, NEWTON)}
-
-# Each of these registers its algorithms in ALGORITHMS when imported (copy, representation, ar; then
-# decoder-gd, cot). They import this module first, so importing either of them first works too.
-from . import algorithms_representation  # noqa: E402,F401
-from . import algorithms_decoder  # noqa: E402,F401
+def __getattr__(name: str):
+    """``ALGORITHMS``: the registry's sweep algorithms, looked up when asked for (PEP 562), so that
+    importing this module does not load the other algorithm modules."""
+    if name == "ALGORITHMS":
+        from .registry import algorithms
+        return algorithms()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ from constructions.causal_gd import causal_gd_construction
 from constructions.chain_of_thought import COT_LAYERS, cot_construction, cot_positions
 from constructions.scores import decoder_score_bounds, prefix_moments
 
-from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
+from .interface import Algorithm, Options
+from .interface import bound_violations as _bound_violations
 from .references import Trajectory
 
 
@@ -151,4 +152,3 @@ COT = Algorithm(
 )
 
 DECODER_ALGORITHMS = (DECODER_GD, COT)
-ALGORITHMS.update({a.name: a for a in DECODER_ALGORITHMS})

@@ -1,4 +1,4 @@
-"""Algorithms for Lemma A.3 and Theorems 3.1, 3.2: ``copy``, ``representation``, ``ar`` (see ``ALGORITHMS``).
+"""Algorithms for Lemma A.3 and Theorems 3.1, 3.2: ``copy``, ``representation``, ``ar`` (``registry.BUILTINS``).
 
     representation   y = A Phi*(x), Phi* = ``tasks.representation_mlp(d)`` (3 leaky layers, R^d -> R^d);
                      reference: numpy GD on (Phi*(x_i), y_i), queried at Phi*(x_test)
@@ -25,7 +25,8 @@ from constructions.autoregressive import ar_construction
 from constructions.copy import copy_construction, copy_error_bound, default_beta, window_reference
 from constructions.representation import representation_construction
 
-from .algorithms import ALGORITHMS, Algorithm, Options, _bound_violations
+from .interface import Algorithm, Options
+from .interface import bound_violations as _bound_violations
 from .bounds import gd_emulation_bound  # noqa: F401  (re-exported: its home was here)
 from .references import Trajectory, gd_reference
 
@@ -258,5 +259,3 @@ def ar_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dt
 
 AR = dataclasses.replace(AR, sweep=ar_sweep)
 
-
-ALGORITHMS.update({a.name: a for a in (COPY, REPRESENTATION, AR)})

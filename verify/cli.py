@@ -1,6 +1,8 @@
-"""``python -m verify ALGORITHM``: compile a construction, run it, compare with numpy, sweep temperature.
+"""``python -m verify NAME``: compile a construction, run it, compare with numpy, sweep temperature.
 
-Bad arguments exit with status 2 and one line naming the argument and what is allowed.
+NAME is any entry of ``verify.registry`` (builtins and installed plug-ins): an ``Algorithm`` gets the
+standard options and the sweep, a ``Command`` its own options and runner. Bad arguments exit with
+status 2 and one line naming the argument and what is allowed.
 """
 from __future__ import annotations
 
@@ -9,18 +11,14 @@ import sys
 
 import torch
 
-from constructions.linearise import DEFAULT_VARIANT, VARIANTS
+from constructions.linearise import DEFAULT_VARIANT, VARIANTS, is_mirror, odd_values
 
-from . import halting
-from .algorithms import ALGORITHMS, Options
+from . import registry
+from .commands import SYMBOLIC_LEMMAS, run_symbolic  # noqa: F401  (their former home was here)
 from .emulate import tf32_matmuls
-from .linear_gd import SUMMARY as LINEAR_GD_SUMMARY, main as linear_gd_main
+from .interface import ArgumentError, Command, Options
 from .report import format_config, format_table, verdict_lines, write_json, write_plot
 from .sweep import PRECISIONS, available, run_sweep
-
-
-class ArgumentError(Exception):
-    pass
 
 
 class Parser(argparse.ArgumentParser):
@@ -131,36 +129,20 @@ def build_parser() -> Parser:
                                 "with plain numpy algorithms over a temperature sweep.")
     sub = parser.add_subparsers(dest="algorithm", metavar="ALGORITHM", parser_class=Parser)
     sub.required = True
-    for algo in ALGORITHMS.values():
-        p = sub.add_parser(algo.name, help=algo.summary, description=algo.summary)
-        add_common(p, algo.step_name)
-        if "q" in algo.options:
+    for entry in registry.entries().values():
+        if isinstance(entry, Command):
+            p = sub.add_parser(entry.name, help=entry.summary, description=entry.description or entry.summary)
+            entry.add_arguments(p)
+            continue
+        p = sub.add_parser(entry.name, help=entry.summary, description=entry.summary)
+        add_common(p, entry.step_name)
+        if "q" in entry.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
-    halting.add_parser(sub)
-    sub.add_parser("linear-gd", help=LINEAR_GD_SUMMARY, add_help=False)   # parsed by verify/linear_gd.py (main)
-    p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
-                       description="Build each lemma's layers with symbolic data and parameters, expand "
-                                   "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
-    p.add_argument("lemma", metavar="LEMMA", choices=SYMBOLIC_LEMMAS,
-                   help=f"one of {', '.join(SYMBOLIC_LEMMAS)}")
+        if entry.add_arguments is not None:        # its own options; their values go to Options.extra
+            common = {a.dest for a in p._actions}
+            entry.add_arguments(p)
+            p.set_defaults(extra_options=tuple(a.dest for a in p._actions if a.dest not in common))
     return parser
-
-
-SYMBOLIC_LEMMAS = ("pairing", "variants", "A.2", "A.3", "A.4", "A.5", "all")
-
-
-def run_symbolic(lemma: str) -> int:
-    """Print each proof's statement and PROVED/FAILED (with its details); 0 if all hold, else 1."""
-    from .symbolic import PROOFS
-    names = list(PROOFS) if lemma == "all" else [lemma]
-    ok = True
-    for name in names:
-        proof = PROOFS[name]()
-        ok &= proof.passed
-        print(f"{name}: {'PROVED' if proof.passed else 'FAILED'}: {proof.statement}")
-        for line in proof.details:
-            print(f"    {line}")
-    return 0 if ok else 1
 
 
 def resolve_device(name: str) -> str:
@@ -187,12 +169,13 @@ def _sweep(algo, opts: Options, iters: int, variants: list[str], dtypes: list[st
 
 
 def run_algorithm(args: argparse.Namespace) -> int:
-    algo = ALGORITHMS[args.algorithm]
+    algo = registry.get(args.algorithm)
     device = resolve_device(args.device)
     dtypes = resolve_dtypes(args.dtype, device)
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
                    register_bound=args.register_bound,
-                   step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
+                   step=getattr(args, algo.step_name), q=getattr(args, "q", 3),
+                   extra={k: getattr(args, k) for k in getattr(args, "extra_options", ())})
     if "q" in algo.options and args.q >= args.N:
         raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
     variants = args.variant
@@ -201,7 +184,9 @@ def run_algorithm(args: argparse.Namespace) -> int:
     else:
         bad = [v for v in variants if not algo.supports(v)]
         if bad:
-            raise ArgumentError(f"argument --variant: {bad[0]!r} needs mirrored values, which the {algo.name} "
+            need = ("mirrored values" if odd_values(bad[0]) else "a sink token" if not is_mirror(bad[0])
+                    else "what it declares it lacks (Algorithm.supports)")
+            raise ArgumentError(f"argument --variant: {bad[0]!r} needs {need}, which the {algo.name} "
                                 f"construction does not provide; expected one of "
                                 f"{', '.join(v for v in VARIANTS if algo.supports(v))}")
     config, rows = _sweep(algo, opts, args.iters, variants, dtypes, device)
@@ -212,15 +197,16 @@ def run_algorithm(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(format_table(rows))
-    verdict = (algo.verdict(rows, 2 * args.N + 2) if algo.verdict
-               else verdict_lines(rows, 2 * args.N + 2, config.get("arithmetic_floor")))
+    n = algo.n_tokens(opts)
+    verdict = (algo.verdict(rows, n) if algo.verdict else verdict_lines(rows, n, config.get("arithmetic_floor")))
     print("verdict:")
     for line in verdict:
         print("  " + line)
     if args.json:
         write_json(args.json, config, rows, verdict)
     if args.plot:
-        write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}, T={args.iters}")
+        sizes = [f"{k}={getattr(args, k)}" for k in ("N", "d") if k not in algo.ignores]
+        write_plot(args.plot, rows, f"{algo.name}: {', '.join(sizes + [f'T={args.iters}'])}")
     if args.show_attention or args.show_layout:
         from .views import cli_views
         cli_views(algo, opts, config, args.variant[0], dtypes[0], args.iters, args.show_attention,
@@ -229,16 +215,18 @@ def run_algorithm(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["linear-gd"]:        # its own runner, with its own options, before the regular algorithms
-        return linear_gd_main(argv[1:])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    broken = registry.problems()
     parser = build_parser()
     try:
+        if argv and argv[0] in broken and argv[0] not in registry.names():
+            raise ArgumentError(f"argument ALGORITHM: {broken[argv[0]]}")
+        for message in broken.values():        # one line each; the builtins are unaffected
+            print(f"python -m verify: warning: {message}", file=sys.stderr)
         args = parser.parse_args(argv)
-        if args.algorithm == "symbolic":
-            return run_symbolic(args.lemma)
-        if args.algorithm == "halting":
-            return halting.main(args)
+        entry = registry.get(args.algorithm)
+        if isinstance(entry, Command):
+            return entry.run(args)
         return run_algorithm(args)
     except ArgumentError as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ from constructions.halting import HaltingConstruction, gd_halting, newton_haltin
 from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
 from .algorithms import GD, NEWTON, Options
+from .interface import Command
 from .bounds import gd_emulation_bound, newton_emulation_bound
 from .sweep import PRECISIONS, auto_temps, precision, unit_roundoff
 
@@ -200,11 +201,13 @@ def _int_in(lo: int, hi: int):
     return parse
 
 
-def add_parser(sub) -> None:
-    """The ``halting`` subcommand of ``python -m verify`` (``sub``: its subparsers)."""
-    p = sub.add_parser("halting", allow_abbrev=False, help="loops that halt on a convergence flag, against numpy's stopping loop",
-                       description="Run the GD or Newton AlgoFormer with the convergence gadget until its flag "
-                                   "is on (update max|delta| <= tol) and compare loops and iterates with numpy.")
+SUMMARY = "loops that halt on a convergence flag, against numpy's stopping loop"
+DESCRIPTION = ("Run the GD or Newton AlgoFormer with the convergence gadget until its flag is on "
+               "(update max|delta| <= tol) and compare loops and iterates with numpy.")
+
+
+def add_arguments(p) -> None:
+    """The options of ``python -m verify halting`` (``p``: its subparser)."""
     p.add_argument("--algorithm", dest="gadget", choices=sorted(GADGETS), required=True,
                    help="the construction whose loop gets the gadget")
     p.add_argument("--tol", type=_positive, required=True, help="L_inf tolerance on the iterate's update")
@@ -288,3 +291,6 @@ def _main(args: argparse.Namespace) -> int:
             json.dump(out, f, indent=1)
     return 0 if run.passed else 1
 
+
+
+HALTING = Command("halting", SUMMARY, add_arguments, main, DESCRIPTION)

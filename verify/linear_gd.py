@@ -34,6 +34,7 @@ from constructions.linear_gd import linear_gd_construction, rounding_bound
 from . import linear_gd_law as law
 from .linear_gd_report import format_law, format_step, verdict
 from .emulate import emulate, relative_error
+from .interface import Command
 from .references import Trajectory, gd_reference
 
 SUMMARY = "GD as one linear-attention layer looped T times (von Oswald et al. 2023; Chen et al. 2024), with its law"
@@ -91,6 +92,12 @@ def _dtypes(s: str) -> list[str]:
 
 def build_parser() -> _Parser:
     p = _Parser(prog="python -m verify linear-gd", description=SUMMARY, allow_abbrev=False)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m verify linear-gd``."""
     p.add_argument("--iters", type=_int_in(0, 100_000), default=20, help="loops T of the step comparison (default 20)")
     p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples (default 40)")
     p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension (default 20)")
@@ -107,7 +114,6 @@ def build_parser() -> _Parser:
     p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the law figure (.png, .pdf or .svg)")
     p.add_argument("--quiet", action="store_true", help="print only the configuration and the verdict")
-    return p
 
 
 def _check_output(path: str | None, flag: str, suffixes: tuple[str, ...] | None = None) -> None:
@@ -266,8 +272,18 @@ def _two_point(err: np.ndarray, floor: np.ndarray, sp: law.Spectrum, eta: float)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run (also ``python -m verify.linear_gd``)."""
     try:
         args = build_parser().parse_args(argv)
+    except ArgError as e:
+        print(f"python -m verify linear-gd: error: {e}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run on parsed arguments: 0 when every check passes, 1 otherwise, 2 (one line) for bad arguments."""
+    try:
         _check_output(args.json, "--json")
         _check_output(args.plot, "--plot", (".png", ".pdf", ".svg"))
         if args.law_iters < args.iters:
@@ -305,3 +321,6 @@ def main(argv: list[str] | None = None) -> int:
                            f"linear looped GD: d={args.d}, {args.problems} problems per n/d, eta={args.step_scale:g}/lambda_max, "
                            f"{args.attention} path")
     return 0 if ok else 1
+
+
+LINEAR_GD = Command("linear-gd", SUMMARY, add_arguments, run)

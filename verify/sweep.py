@@ -20,7 +20,7 @@ import torch
 
 from constructions.linearise import Temperature, choose_temperature, error_bound, is_mirror, order
 
-from .algorithms import Algorithm, Options
+from .interface import Algorithm, Options
 from .emulate import emulate, relative_error
 
 
@@ -139,7 +139,7 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
     with np.errstate(over="ignore", invalid="ignore"):
         con = algo.build(opts, step, temps, variant)
     loop = temps.get("loop", next(iter(temps.values())))
-    n = 2 * opts.N + 2
+    n = algo.n_tokens(opts)
     bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype_name))["total"]
     base = dict(algorithm=algo.name, variant=variant, dtype=dtype_name, device=device, theta=theta,
                 C=loop.C, c=loop.c, bound_step=bound, auto=auto)
@@ -270,6 +270,9 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
               "problems": opts.problems, "seed": opts.seed, "device": device, "dtypes": dtypes,
               "variants": variants, algo.step_name: step, "x_bound": opts.x_bound,
               "register_bound": opts.register_bound, "excluded": excluded, "valid_problems": int(keep.sum())}
+    for k in algo.ignores:
+        config.pop(k, None)
+    config.update(opts.extra)
     if not keep.any():
         return config, []
     ref = algo.reference(problem, iters, step)
@@ -287,7 +290,7 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     floors = {storage_name(d): arithmetic_floor(algo, problem, ref, step, iters, d) for d in dtypes}
     if any(v is not None for v in floors.values()):
         config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
-    n = 2 * opts.N + 2
+    n = algo.n_tokens(opts)
     rows: list[Row] = []
     for dtype_name in dtypes:
         for variant in variants:

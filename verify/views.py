@@ -43,6 +43,13 @@ def token_labels(N: int, n: int | None = None) -> list[str]:
     return labels if n is None or n == len(labels) else [str(i) for i in range(n)]
 
 
+def _labels(con: Construction, n: int) -> list[str]:
+    """The construction's own ``token_roles`` where its class declares them, else ``token_labels``."""
+    if type(con).token_roles is not Construction.token_roles and len(con.token_roles()) == n:
+        return list(con.token_roles())
+    return token_labels(con.pos.shape[0] - 1, n)
+
+
 def run_cached(con: Construction, problem: Regression, iters: int, index: int = 0,
                dtype: torch.dtype | str = torch.float64) -> dict[str, np.ndarray]:
     """Every hooked tensor of problem ``index`` (batch axis dropped), as float64 numpy. ``dtype``: a
@@ -127,7 +134,7 @@ def attention_figure(con: Construction, problem: Regression, iters: int, path: s
     cache = run_cached(con, problem, iters, index, dtype)
     rows = attention_panels(con, cache, iters, loops)
     cols = max(p.shape[0] for _, p, _ in rows)
-    labels = token_labels(con.pos.shape[0] - 1, rows[0][1].shape[-1])
+    labels = _labels(con, rows[0][1].shape[-1])
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols, 2.9 * len(rows)), squeeze=False,
                              layout="constrained")
     for r, (title, pattern, names) in enumerate(rows):
@@ -165,7 +172,7 @@ def layout_figure(con: Construction, problem: Regression, iters: int, path: str,
     norm = SymLogNorm(linthresh=1e-3, vmin=-vmax, vmax=vmax)
     fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels) + 1.5, 0.13 * lay.dim + 2),
                              squeeze=False, sharey=True, layout="constrained")
-    labels = token_labels(con.pos.shape[0] - 1, panels[0][1].shape[0])
+    labels = _labels(con, panels[0][1].shape[0])
     for ax, (title, state) in zip(axes[0], panels):
         im = ax.imshow(state.T, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
         for _, block in list(lay)[1:]:
@@ -199,7 +206,7 @@ def cli_views(algo, opts, config: dict, variant: str, dtype_name: str, iters: in
     i = valid[0]
     one = Regression(*(getattr(problem, f)[i:i + 1] for f in ("x", "y", "x_test", "y_test")))
     scores = config.get("score_bounds") or {}        # {} for constructions without linearised heads
-    temps = auto_temps(variant, 2 * opts.N + 2, scores, DTYPES[dtype_name])
+    temps = auto_temps(variant, algo.n_tokens(opts), scores, DTYPES[dtype_name])
     step = config.get(algo.step_name)
     if step is None:                                   # sweeps of their own may not report it
         step = opts.step if opts.step is not None else algo.choose_step(problem)
