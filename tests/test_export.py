@@ -118,3 +118,20 @@ def test_rejects_foreign_json(tmp_path):
 
 def test_token_roles():
     assert token_roles(2) == ["x_1", "y_1", "x_2", "y_2", "x_test", "sink"]
+
+
+def test_a_class_named_in_an_export_is_never_imported_from_outside_the_package(tmp_path, monkeypatch):
+    """Loading is reading: an export that names a module (``construction.class``) must not make the
+    loader import it, since importing runs the module's code."""
+    con, _ = _construction("gd")
+    _, js = export_construction(con, tmp_path / "gd")
+    meta = json.loads(js.read_text())
+    meta["construction"]["class"] = "evil_plugin_module:Construction"
+    js.write_text(json.dumps(meta))
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_plugin_module.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nfrom constructions.prompt import Construction\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    back = load_construction(tmp_path / "gd")
+    assert not marker.exists()
+    assert type(back).__name__ == "Construction"
