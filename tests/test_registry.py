@@ -15,12 +15,13 @@ from verify import registry
 from verify.interface import Algorithm, Command, Options
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN_ORDER = ("gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "symbolic")
+BUILTIN_ORDER = ("gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "linear-gd", "halting",
+                 "symbolic")
 
 PLUGIN = '''
 import argparse, dataclasses
 import numpy as np
-from examples.richardson import ALGORITHM, richardson_construction, richardson_reference
+from richardson import ALGORITHM, richardson_construction, richardson_reference
 from constructions.api import Temperature
 from verify.emulate import emulate
 from verify.interface import ArgumentError, Command, Options
@@ -66,7 +67,8 @@ def install(site: Path, entries: dict[str, str]) -> dict[str, str]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{registry.GROUP}]\n"
                                           + "".join(f"{k} = {v}\n" for k, v in entries.items()))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT), str(ROOT / "docs" / "examples")]),
+               OMP_NUM_THREADS="1")
     return env
 
 
@@ -163,7 +165,7 @@ def test_an_algorithm_with_options_of_its_own_gets_them_beside_the_standard_ones
 
     import numpy as np
 
-    from examples.richardson import ALGORITHM
+    from richardson import ALGORITHM
     from verify.cli import main
 
     seen = []

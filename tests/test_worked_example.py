@@ -1,4 +1,4 @@
-"""The worked example of docs/worked-example.md (examples/richardson.py): Richardson iteration, a construction
+"""The worked example of docs/worked-example.md (docs/examples/richardson.py): Richardson iteration, a construction
 that is not in the paper, written against the public API, compiled, registered and verified against numpy."""
 import math
 
@@ -8,7 +8,7 @@ import pytest
 from constructions.api import Temperature, validate
 from constructions.export import export_construction, load_construction
 from constructions.linearise import error_bound, order
-from examples.richardson import ALGORITHM, RichardsonConstruction, richardson_construction, richardson_reference
+from richardson import ALGORITHM, RichardsonConstruction, richardson_construction, richardson_reference
 from verify import registry
 from verify.cli import main
 from verify.emulate import emulate

@@ -124,17 +124,18 @@ def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m verify",
+    parser = Parser(prog="python -m verify", allow_abbrev=False,
                     description="Compile the AlgoFormer constructions into weights, run them, and compare "
                                 "with plain numpy algorithms over a temperature sweep.")
     sub = parser.add_subparsers(dest="algorithm", metavar="ALGORITHM", parser_class=Parser)
     sub.required = True
     for entry in registry.entries().values():
         if isinstance(entry, Command):
-            p = sub.add_parser(entry.name, help=entry.summary, description=entry.description or entry.summary)
+            p = sub.add_parser(entry.name, help=entry.summary, description=entry.description or entry.summary,
+                               allow_abbrev=False)
             entry.add_arguments(p)
             continue
-        p = sub.add_parser(entry.name, help=entry.summary, description=entry.summary)
+        p = sub.add_parser(entry.name, help=entry.summary, description=entry.summary, allow_abbrev=False)
         add_common(p, entry.step_name)
         if "q" in entry.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")

@@ -4,7 +4,7 @@ Not in the AlgoFormer paper. The prompt holds the system: token i (i < d) carrie
 the one-hot code e_i and the iterate's component x_i; token d + i carries -e_i only (the mirrored
 key set the ``mirror`` variants need). One loop layer: linearised heads with query a_j, key e_i and
 value -omega x_i give -omega sum_i A_ji x_i = -omega (A x)_j; its FFN adds omega b_j exactly.
-Run it: ``python -m examples.richardson --iters 30 --d 8``.
+Run it: ``python docs/examples/richardson.py --iters 30 --d 8``.
 """
 import sys
 
