@@ -134,6 +134,11 @@ def build_parser() -> Parser:
         add_common(p, algo.step_name)
         if "q" in algo.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
+    from . import graphs
+    for rule, what in (("bfs", "breadth-first search"), ("dfs", "depth-first search"), ("dijkstra", "Dijkstra")):
+        p = sub.add_parser(rule, help=f"{what} as a looped transformer, checked at every loop",
+                           description=graphs.__doc__.splitlines()[0])
+        graphs.add_arguments(p)
     p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
                        description="Build each lemma's layers with symbolic data and parameters, expand "
                                    "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
@@ -230,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.algorithm == "symbolic":
             return run_symbolic(args.lemma)
+        if args.algorithm in ("bfs", "dfs", "dijkstra"):
+            from . import graphs
+            return graphs.run(args)
         return run_algorithm(args)
     except ArgumentError as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)
