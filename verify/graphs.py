@@ -157,19 +157,33 @@ def random_graphs(n: int, count: int, p: float | None, wmax: int, seed: int, dir
     return [(random_graph(n, default_p(n) if p is None else p, wmax, rng, directed), 0) for rng in rngs]
 
 
+def _prefix(values: list, ok: set) -> object:
+    """The largest value v such that every value <= v in the sweep is exact (None if the smallest is not)."""
+    best = None
+    for v in sorted(values):
+        if v not in ok:
+            break
+        best = v
+    return best
+
+
 def verdict(rule: str, rows: list[dict]) -> list[str]:
+    """Per dtype and lam: the largest n (dijkstra: per n, the largest weight bound) up to which every
+    row of the sweep is exact."""
     lines = []
     for dtype in dict.fromkeys(r["dtype"] for r in rows):
         for lam in dict.fromkeys(r["lam"] for r in rows):
             rs = [r for r in rows if r["dtype"] == dtype and r["lam"] == lam]
-            ok = [r for r in rs if r["exact"] == r["graphs"]]
+            exact = {(r["n"], r["max_weight"]) for r in rs if r["exact"] == r["graphs"]}
+            sizes = list(dict.fromkeys(r["n"] for r in rs))
             if rule == "dijkstra":
-                best = {n: max((r["max_weight"] for r in ok if r["n"] == n), default=None)
-                        for n in dict.fromkeys(r["n"] for r in rs)}
-                desc = ", ".join(f"n={n}: {'none' if b is None else f'w<={b}'}" for n, b in best.items())
+                ws = sorted({r["max_weight"] for r in rs})
+                best = {n: _prefix(ws, {w for m, w in exact if m == n}) for n in sizes}
+                desc = "largest exact weight bound: " + ", ".join(
+                    f"n={n}: {'none' if b is None else b}" for n, b in best.items())
             else:
-                desc = f"largest exact n: {max((r['n'] for r in ok), default='none')}"
-            lines.append(f"{dtype} lam={lam:g}: {len(ok)}/{len(rs)} rows exact; {desc}")
+                desc = f"largest exact n: {_prefix(sizes, {m for m, _ in exact}) or 'none'}"
+            lines.append(f"{dtype} lam={lam:g}: {len(exact)}/{len(rs)} rows exact; {desc}")
     return lines
 
 

@@ -28,7 +28,7 @@ Layout (tokens: node v = 0..n-1, then the sink; ``tokens.py`` writes them)
     k, d, p, clock, term       key (bfs/dfs; dijkstra's key is d); distance; parent; iterations; halt
     sel[n], du, found          scratch: what the select head reads (approximate)
     selc[n], foundc            scratch: the same rounded to exact 0/1
-    wu, eu, isu, uidx, imp, fn scratch: w(u -> v), [u -> v], [v = u], u, [v was updated], any active left
+    wu, eu, isu, uidx, imp, fn scratch: w(u -> v) (dijkstra only), [u -> v], [v = u], u, [v was updated], any active left
 
 TF_loop, 4 layers, 2 heads (lam: the inverse temperature, the scale of every score):
  L1 head "select": query one, key lam (s k - idx / n) - lam K inact - (lam K / 2) sink, s = -1 (min) or
@@ -121,7 +121,7 @@ def search_layout(spec: SearchSpec) -> Layout:
         lay.add(name, 1)
     lay.add("sel", n); lay.add("du", 1); lay.add("found", 1)
     lay.add("selc", n); lay.add("foundc", 1)
-    for name in ("wu", "eu", "isu", "uidx", "imp", "fn"):
+    for name in (("wu",) if spec.rule == "dijkstra" else ()) + ("eu", "isu", "uidx", "imp", "fn"):
         lay.add(name, 1)
     return lay
 
@@ -188,7 +188,7 @@ def update_layer(spec: SearchSpec, lay: Layout) -> LayerWeights:
     ffn.add({"isu": 1.0}, 0.0, {"vis": 1.0, "inact": 1.0})
     ffn.add({"foundc": 1.0}, 0.0, {"clock": 1.0})
     for name in ("du", "wu", "eu", "isu", "foundc"):
-        if name != "wu" or "W" in lay:
+        if name in lay:
             ffn.clear(name)
     return LayerWeights((), ffn.build(), name="update")
 

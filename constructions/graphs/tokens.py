@@ -114,4 +114,4 @@ def first_mismatch(lay: Layout, got: np.ndarray, want: np.ndarray) -> str | None
         return None
     t, c = diff[0]
     label = lay.labels()[c]
-    return f"token {t}, row {label}: got {got[t, c]!r}, expected {want[t, c]!r} ({len(diff)} entries differ)"
+    return f"token {t}, row {label}: got {float(got[t, c])!r}, expected {float(want[t, c])!r} ({len(diff)} entries differ)"
