@@ -28,6 +28,7 @@ from constructions.layout import Layout
 from .graph_inputs import GraphFileError, default_p, random_graph, read_graph_file
 from .graph_reference import reference
 
+BATCH = 64   # graphs per forward pass
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -38,27 +39,49 @@ class GraphRun:
     failure: str | None   # where it first differed (None when exact)
 
 
+def emulate_batch(model, lay: Layout, rule: str, graphs: list[tuple[Graph, int]], dtype: torch.dtype,
+                  device: str = "cpu") -> list[GraphRun]:
+    """Run the model on a batch of graphs of one size (each with its source) one loop at a time, and
+    compare every graph's tokens with its reference state after every loop.
+
+    The loop stops when every graph's term row reads 1, or after n + 1 loops. A graph halts at the
+    first loop whose term row reads 1; that must be the loop after which its search ended. Graphs that
+    halted keep running with the batch, and must stay exactly at their final state (a halted search is
+    a fixed point of the loop: no node is active, so nothing is selected and nothing changes)."""
+    n = graphs[0][0].n
+    states = [reference(rule, g, s) for g, s in graphs]
+    x = np.stack([encode(lay, g, st[0]) for (g, _), st in zip(graphs, states)])
+    h = model.run_pre(model.embed(torch.tensor(x, dtype=dtype, device=device)))      # (B, n+1, D)
+    term, halted, failure = lay.row("term"), [None] * len(graphs), [None] * len(graphs)
+    with torch.no_grad():
+        for t in range(1, n + 2):
+            h = model.run_loop(h, t)
+            got = h.to(torch.float64).cpu().numpy()
+            for b, ((g, _), st) in enumerate(zip(graphs, states)):
+                if failure[b] is not None:
+                    continue
+                if not np.isfinite(got[b]).all():
+                    failure[b] = f"loop {t}: non-finite values in the tokens"
+                    continue
+                if halted[b] is None and t >= len(st):
+                    failure[b] = f"loop {t}: the model did not halt when the search ended (loop {len(st) - 1})"
+                    continue
+                miss = first_mismatch(lay, got[b], encode(lay, g, st[min(t, len(st) - 1)]))
+                if miss:
+                    after = " after halting" if halted[b] is not None else f" (visiting {st[t].chosen})"
+                    failure[b] = f"loop {t}{after}: {miss}"
+                elif halted[b] is None and got[b, 0, term] >= 0.5:
+                    halted[b] = t
+            if all(hb is not None or f is not None for hb, f in zip(halted, failure)):
+                break
+    return [GraphRun(f is None and hb is not None, hb or t, f or (None if hb else f"no halt after {t} loops"))
+            for hb, f in zip(halted, failure)]
+
+
 def emulate(model, lay: Layout, rule: str, g: Graph, source: int, dtype: torch.dtype,
             device: str = "cpu") -> GraphRun:
-    """Run the model on graph g from ``source`` one loop at a time; compare with the reference."""
-    states = reference(rule, g, source)
-    h = torch.tensor(encode(lay, g, states[0]), dtype=dtype, device=device).unsqueeze(0)   # (1, n+1, D)
-    h = model.run_pre(model.embed(h))
-    term = lay.row("term")
-    with torch.no_grad():
-        for t in range(1, g.n + 2):
-            h = model.run_loop(h, t)
-            got = h[0].to(torch.float64).cpu().numpy()
-            if not np.isfinite(got).all():
-                return GraphRun(False, t, f"loop {t}: non-finite values in the tokens")
-            if t >= len(states):
-                return GraphRun(False, t, f"loop {t}: the model did not halt when the search ended")
-            miss = first_mismatch(lay, got, encode(lay, g, states[t]))
-            if miss:
-                return GraphRun(False, t, f"loop {t} (visiting {states[t].chosen}): {miss}")
-            if got[0, term] >= 0.5:
-                return GraphRun(True, t, None)
-    return GraphRun(False, g.n + 1, f"no halt after {g.n + 1} loops")
+    """One graph: ``emulate_batch`` of one."""
+    return emulate_batch(model, lay, rule, [(g, source)], dtype, device)[0]
 
 
 # -- arguments ---------------------------------------------------------------------------------------
@@ -144,7 +167,9 @@ def _row(rule: str, dtype: str, lam: float, n: int, wmax: int, graphs: list[tupl
     spec = SearchSpec(rule, n, lam, wmax)
     w = search_weights(spec)
     model = build_model(w, dtype=DTYPES[dtype], device=device)
-    runs = [emulate(model, w.layout, rule, g, s, DTYPES[dtype], device) for g, s in graphs]
+    runs = []
+    for i in range(0, len(graphs), BATCH):
+        runs += emulate_batch(model, w.layout, rule, graphs[i:i + BATCH], DTYPES[dtype], device)
     bad = [(i, r) for i, r in enumerate(runs) if not r.exact]
     return {"dtype": dtype, "lam": lam, "n": n, "max_weight": wmax, "graphs": len(runs),
             "exact": len(runs) - len(bad), "loops": sum(r.loops for r in runs),
