@@ -13,7 +13,7 @@ from constructions.graphs import Graph, SearchSpec, search_layout, search_weight
 from verify.cli import main
 from verify.graph_inputs import GraphFileError, random_graph, read_graph_file
 from verify.graph_reference import reference
-from verify.graphs import emulate
+from verify.graphs import emulate, emulate_batch
 
 nx = pytest.importorskip("networkx")
 
@@ -62,6 +62,19 @@ def test_every_loop_exact_on_the_test_set(rule, dtype):
         assert run.exact, f"{name}: {run.failure}"
         reachable = nx.descendants(_nx(g), 0) | {0}
         assert run.loops == len(reachable), name
+
+
+def test_batch_of_graphs_halting_at_different_loops():
+    """In a batch, graphs whose search ended keep looping with the others and must stay exactly at
+    their final state (a fixed point), while the rest go on; each halts at its own loop."""
+    rng = np.random.default_rng(11)
+    graphs = [(random_graph(10, p, 9, rng, directed=True), s) for p, s in ((0.05, 0), (0.2, 3), (0.5, 7), (0.0, 1))]
+    spec = SearchSpec("dijkstra", 10, 1e7, 9)
+    w = search_weights(spec)
+    runs = emulate_batch(build_model(w), w.layout, "dijkstra", graphs, torch.float64)
+    assert all(r.exact for r in runs), [r.failure for r in runs]
+    want = [len(nx.descendants(_nx(g), s)) + 1 for g, s in graphs]
+    assert [r.loops for r in runs] == want and len(set(want)) > 1
 
 
 def _nx(g: Graph):
@@ -221,3 +234,12 @@ def test_cli_runs_a_file_and_writes_json(capsys, tmp_path):
     assert code == 0 and out.startswith("config: rule=dijkstra dtypes=['float64'] device=")
     rows = json.load(open(out_json))["rows"]
     assert rows[0]["exact"] == 1 and rows[0]["loops"] == 4
+
+
+def test_cli_draws_both_views(capsys, tmp_path):
+    att, lay = tmp_path / "att.png", tmp_path / "lay.png"
+    code, out, _ = _cli(capsys, ["bfs", "--n", "5", "--graphs", "1", "--dtype", "float32",
+                                 "--show-attention", str(att), "--show-layout", str(lay)])
+    assert code == 0 and att.stat().st_size > 0 and lay.stat().st_size > 0
+    code, _, err = _cli(capsys, ["bfs", "--show-layout", str(tmp_path / "no" / "x.png")])
+    assert code == 2 and "--show-layout" in err

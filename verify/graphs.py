@@ -144,6 +144,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph-file", metavar="PATH", help="run this graph (format: verify/graph_inputs.py)")
     p.add_argument("--source", type=_int_in(0, 10**6), default=0, help="source node of --graph-file (default 0)")
     p.add_argument("--json", metavar="PATH", help="write configuration and rows as JSON")
+    p.add_argument("--show-attention", metavar="PATH",
+                   help="PNG: both heads' softmax weights over the loops (first graph, dtype and lam)")
+    p.add_argument("--show-layout", metavar="PATH",
+                   help="PNG: the state registers after every loop (first graph, dtype and lam)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict")
 
 
@@ -152,12 +156,12 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _check_output(path: str | None) -> str | None:
+def _check_output(flag: str, path: str | None) -> str | None:
     if path is None:
         return None
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d) or not os.access(d, os.W_OK) or os.path.isdir(path):
-        return f"argument --json: cannot write {path!r} (its folder is missing or not writable, or it is a folder)"
+        return f"argument {flag}: cannot write {path!r} (its folder is missing or not writable, or it is a folder)"
     return None
 
 
@@ -214,8 +218,10 @@ def verdict(rule: str, rows: list[dict]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     rule = args.algorithm
-    if (msg := _check_output(args.json)) is not None:
-        return _fail(msg)
+    for flag, path in (("--json", args.json), ("--show-attention", args.show_attention),
+                       ("--show-layout", args.show_layout)):
+        if (msg := _check_output(flag, path)) is not None:
+            return _fail(msg)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     if device == "cuda" and not torch.cuda.is_available():
@@ -257,4 +263,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": config, "rows": rows, "verdict": lines}, f, indent=1)
+    if args.show_attention or args.show_layout:
+        from . import graph_views
+        (n, w), graphs = next(iter(inputs.items()))
+        spec, dtype = SearchSpec(rule, n, args.lam[0], w), DTYPES[args.dtype[0]]
+        for path, draw in ((args.show_attention, graph_views.attention_figure),
+                           (args.show_layout, graph_views.layout_figure)):
+            if path:
+                draw(spec, graphs[0][0], graphs[0][1], dtype, path)
+                print(f"wrote {path}")
     return 0 if all(r["exact"] == r["graphs"] for r in rows) else 1
