@@ -151,6 +151,23 @@ def test_bfloat16_cannot_resolve_the_tie_break():
     assert _run("bfs", g, dtype=torch.float32).exact
 
 
+def test_the_distance_leak_matches_the_analysis_and_float32_absorbs_it():
+    """du is a softmax average, the one value no FFN re-rounds. Directed 0->1 (1), 0->2 (2), 1->3 (1),
+    n = 4: at loop 2 nodes 1 (d 1) and 2 (d 2) are active, their scores differ by lam (1 + 1/n), so
+    du = 1 + e^{-lam (1 + 1/n)} and node 3 gets d = 2 + that leak. At lam = 20 the leak is 1.4e-11:
+    above half an ulp of 2 in float64 (2.2e-16), below it in float32 (1.2e-7). So float64 must show
+    the predicted leak and float32 must be exact; at lam = 30 (leak 5e-17) both are exact. The wider
+    dtype needs the colder softmax."""
+    import math
+    g = _graph(4, [(0, 1, 1), (0, 2, 2), (1, 3, 1)], directed=True)
+    run = _run("dijkstra", g, dtype=torch.float64, lam=20.0)
+    assert not run.exact and run.loops == 2 and "token 3, row d" in run.failure
+    got = float(run.failure.split("got ")[1].split(",")[0])
+    assert got - 2.0 == pytest.approx(math.exp(-20.0 * 1.25), rel=1e-3)
+    assert _run("dijkstra", g, dtype=torch.float32, lam=20.0).exact
+    assert _run("dijkstra", g, dtype=torch.float64, lam=30.0).exact
+
+
 def test_dijkstra_float32_weight_range_ends_by_2_to_24():
     """Distances are integers moved by float arithmetic: beyond 2^24 float32 cannot even hold them, so a
     path whose distance passes 2^24 + 1 must fail in float32 and hold in float64."""
