@@ -7,7 +7,7 @@ at the first one that fails, so "largest" means: every smaller size in the list 
 
     python benchmarks/graph_precision.py [--rules bfs,dfs,dijkstra] [--dtypes float64,float32,bfloat16]
         [--lams 10,30,100,300,1000,1e7] [--sizes 4,8,16,32,64] [--graphs 10]
-        [--weight-n 8] [--weights 1,4,16,...] [--seed 0] [--json PATH]
+        [--weight-n 8] [--weights 1,2,4,...,2^53] [--seed 0] [--json PATH]
 
 Table 1: per rule, dtype and lam, the largest n (random graphs G(n, 2 ln n / n), dijkstra weights in
 [1, 10]). Table 2 (dijkstra): per dtype and lam, the largest weight bound W (weights uniform in [1, W])
@@ -45,12 +45,19 @@ def largest(values, row_for) -> tuple[object, dict | None, list[dict]]:
     return best, None, rows
 
 
-def _cell(best, fail, key: str, tried) -> str:
+def _fmt(v) -> str:
+    """Powers of two above 1000 as 2^k (the weight bounds)."""
+    if isinstance(v, int) and v > 1000 and v & (v - 1) == 0:
+        return f"2^{v.bit_length() - 1}"
+    return "none" if v is None else str(v)
+
+
+def _cell(best, fail, key: str) -> str:
     if fail is None:
-        return f">= {best} (all tried)"
+        return f">= {_fmt(best)} (all tried)"
     where = fail["first_failure"].split(": ", 1)[1]
     reg = where.split("row ", 1)[1].split(":")[0] if "row " in where else where
-    return f"{'none' if best is None else best} (fails at {key}={fail[key]}: {reg})"
+    return f"{_fmt(best)} (fails at {_fmt(fail[key])}: {reg})"
 
 
 def main(argv=None) -> int:
@@ -62,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--graphs", type=int, default=10)
     p.add_argument("--max-weight", type=int, default=10, help="dijkstra weights in table 1 (default 10)")
     p.add_argument("--weight-n", type=int, default=8)
-    p.add_argument("--weights", type=_ints, default=[4 ** k for k in range(0, 27)])
+    p.add_argument("--weights", type=_ints, default=[2 ** k for k in range(0, 54)])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
@@ -75,7 +82,7 @@ def main(argv=None) -> int:
           f"torch={torch.__version__}", flush=True)
     out, t0 = {"sizes": [], "weights": []}, time.perf_counter()
     print("\nlargest n exact at every loop of every graph:")
-    print(f"{'rule':9s} {'dtype':9s} " + " ".join(f"{'lam=' + format(l, 'g'):>34s}" for l in args.lams))
+    print(f"{'rule':9s} {'dtype':9s} " + " ".join(f"{'lam=' + format(l, 'g'):>26s}" for l in args.lams))
     for rule in rules:
         for dtype in dtypes:
             cells = []
@@ -83,21 +90,21 @@ def main(argv=None) -> int:
                 w = args.max_weight if rule == "dijkstra" else 1
                 best, fail, rows = largest(args.sizes, lambda n: _row(
                     rule, dtype, lam, n, w, random_graphs(n, args.graphs, None, w, args.seed, False), "cpu"))
-                cells.append(_cell(best, fail, "n", args.sizes))
+                cells.append(_cell(best, fail, "n"))
                 out["sizes"].append({"rule": rule, "dtype": dtype, "lam": lam, "largest_n": best, "rows": rows})
-            print(f"{rule:9s} {dtype:9s} " + " ".join(f"{c:>34s}" for c in cells), flush=True)
+            print(f"{rule:9s} {dtype:9s} " + " ".join(f"{c:>26s}" for c in cells), flush=True)
     if "dijkstra" in rules:
         n = args.weight_n
         print(f"\ndijkstra, n={n}: largest weight bound W (weights uniform in [1, W]) exact everywhere:")
-        print(f"{'dtype':9s} " + " ".join(f"{'lam=' + format(l, 'g'):>34s}" for l in args.lams))
+        print(f"{'dtype':9s} " + " ".join(f"{'lam=' + format(l, 'g'):>26s}" for l in args.lams))
         for dtype in dtypes:
             cells = []
             for lam in args.lams:
                 best, fail, rows = largest(args.weights, lambda W: _row(
                     "dijkstra", dtype, lam, n, W, random_graphs(n, args.graphs, None, W, args.seed, False), "cpu"))
-                cells.append(_cell(best, fail, "max_weight", args.weights))
+                cells.append(_cell(best, fail, "max_weight"))
                 out["weights"].append({"dtype": dtype, "lam": lam, "n": n, "largest_weight": best, "rows": rows})
-            print(f"{dtype:9s} " + " ".join(f"{c:>34s}" for c in cells), flush=True)
+            print(f"{dtype:9s} " + " ".join(f"{c:>26s}" for c in cells), flush=True)
     print(f"\nwall {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

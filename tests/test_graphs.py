@@ -260,3 +260,17 @@ def test_cli_draws_both_views(capsys, tmp_path):
     assert code == 0 and att.stat().st_size > 0 and lay.stat().st_size > 0
     code, _, err = _cli(capsys, ["bfs", "--show-layout", str(tmp_path / "no" / "x.png")])
     assert code == 2 and "--show-layout" in err
+
+
+def test_precision_benchmark_runs_at_tiny_sizes(capsys):
+    """The sweep script's two tables at sizes that take a second. A weight bound of 2^11 is beyond
+    bfloat16's 8 significant bits (weights drawn in [1, 2^11] are not representable): the W register
+    must be named as what broke, while float32 holds it."""
+    from benchmarks.graph_precision import main as bench
+    assert bench(["--rules", "dijkstra", "--dtypes", "float32,bfloat16", "--lams", "1e7", "--sizes", "3",
+                  "--graphs", "2", "--weight-n", "3", "--weights", "1,2048"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("config: rules=['dijkstra']")
+    table = out.split("largest weight bound")[1]
+    assert "float32" in table and ">= 2^11 (all tried)" in table
+    assert "1 (fails at 2^11: W[" in table
