@@ -53,7 +53,9 @@ moved by exact ReLU arithmetic, *except* du = d[u]: it is a softmax average and 
 weights off u are below half an ulp of du (they underflow, or are absorbed). That, and the resolution of
 the scores (the winner's score is about lam kmax, and must be resolved to lam / n, so n kmax must stay
 well under 2^p for p mantissa bits), are where finite precision ends the construction. The paper proves
-such a limit exists; ``benchmarks/graph_precision.py`` measures it.
+such a limit exists; ``benchmarks/graph_precision.py`` measures it, and docs/graph-algorithms.md
+derives the four limits (selection leak, distance leak, score resolution, integer gates) that the
+measured tables follow.
 
 Where and why this differs from the paper
 - The adjacency is in the tokens (A, W: 2n rows), not in extra heads that multiply by A. Our model is
