@@ -135,9 +135,9 @@ def build_parser() -> Parser:
         if "q" in algo.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
     from . import graphs
-    for rule, what in (("bfs", "breadth-first search"), ("dfs", "depth-first search"), ("dijkstra", "Dijkstra")):
-        p = sub.add_parser(rule, help=f"{what} as a looped transformer, checked at every loop",
-                           description=graphs.__doc__.splitlines()[0])
+    for rule in graphs.RULES:
+        p = sub.add_parser(rule, help=f"{rule} as a looped transformer, checked at every loop",
+                           description=graphs.__doc__.splitlines()[0], allow_abbrev=False)
         graphs.add_arguments(p)
     p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
                        description="Build each lemma's layers with symbolic data and parameters, expand "
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.algorithm == "symbolic":
             return run_symbolic(args.lemma)
-        if args.algorithm in ("bfs", "dfs", "dijkstra"):
-            from . import graphs
+        from . import graphs
+        if args.algorithm in graphs.RULES:
             return graphs.run(args)
         return run_algorithm(args)
     except ArgumentError as e:
