@@ -41,6 +41,9 @@ BUILTINS: dict[str, str] = {
     "cot": "verify.algorithms_decoder:COT",
     "linear-gd": "verify.linear_gd:LINEAR_GD",
     "halting": "verify.halting:HALTING",
+    "bfs": "verify.graphs:BFS",
+    "dfs": "verify.graphs:DFS",
+    "dijkstra": "verify.graphs:DIJKSTRA",
     "symbolic": "verify.commands:SYMBOLIC",
 }
 
