@@ -121,8 +121,8 @@ class Decoded:
     memory: np.ndarray    # (batch, M) int64
     pc: np.ndarray        # (batch,) int64
     halt: np.ndarray      # (batch,) the halt row, rounded
-    margin: float         # smallest |x| over the decoded +-1 entries (1 = clean; below 1/2: ambiguous)
-    finite: bool
+    margin: np.ndarray    # (batch,) smallest |x| over the decoded +-1 entries (1 = clean; < 1/2: ambiguous)
+    finite: np.ndarray    # (batch,) every decoded entry finite
 
 
 def _bits_to_int(bits01: np.ndarray) -> np.ndarray:
@@ -138,6 +138,6 @@ def decode(h: np.ndarray, shape: Shape) -> Decoded:
     unsigned = _bits_to_int(words > 0)
     lo, _ = word_range(shape.bits)
     memory = np.where(unsigned >= -lo, unsigned - (1 << shape.bits), unsigned)
-    finite = bool(np.isfinite(words).all() and np.isfinite(pcs).all())
-    margin = float(min(np.abs(words).min(), np.abs(pcs).min())) if finite else 0.0
+    finite = np.isfinite(words).all(axis=(1, 2)) & np.isfinite(pcs).all(axis=1)
+    margin = np.where(finite, np.minimum(np.abs(words).min(axis=(1, 2)), np.abs(pcs).min(axis=1)), 0.0)
     return Decoded(memory, _bits_to_int(pcs > 0), np.rint(h[:, 0, lay.row("halt")]), margin, finite)

@@ -11,6 +11,7 @@ import torch
 
 from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
+from . import subleq
 from .algorithms import ALGORITHMS, Options
 from .emulate import tf32_matmuls
 from .report import format_config, format_table, verdict_lines, write_json, write_plot
@@ -134,6 +135,8 @@ def build_parser() -> Parser:
         add_common(p, algo.step_name)
         if "q" in algo.options:
             p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
+    subleq.add_arguments(sub.add_parser("subleq", help="the SUBLEQ computer of Giannou et al. 2023, exact per loop",
+                                        description=subleq.__doc__.splitlines()[0]))
     p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
                        description="Build each lemma's layers with symbolic data and parameters, expand "
                                    "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
@@ -230,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.algorithm == "symbolic":
             return run_symbolic(args.lemma)
+        if args.algorithm == "subleq":
+            return subleq.run(args)
         return run_algorithm(args)
-    except ArgumentError as e:
+    except (ArgumentError, *subleq.ERRORS) as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)
         return 2
