@@ -200,20 +200,37 @@ def build(shape: Shape, lam: float, printed: bool = False) -> AlgoFormerWeights:
                              post=(), notes={"lam": lam, "shape": shape, "printed": printed})
 
 
+def _leak(w: int, lam: float, n_far: int) -> float:
+    """Attention weight a read puts off its target: at most C(w, h) keys at Hamming distance h (score
+    gap 2 lam h) and ``n_far`` keys with score 0 (gap lam w)."""
+    near = sum(math.comb(w, h) * math.exp(-2 * lam * h) for h in range(1, w + 1))
+    return near + n_far * math.exp(-lam * w)
+
+
 def read_leak(shape: Shape, lam: float) -> float:
-    """Attention weight a memory read puts off its cell: at most C(w, h) cells at Hamming distance h
-    (score gap 2 lam h) and the 1 + P other tokens (score 0, gap lam w)."""
-    w = shape.code_bits
-    wrong = sum(math.comb(w, h) * math.exp(-2 * lam * h) for h in range(1, w + 1))
-    return wrong + (1 + shape.n_instructions) * math.exp(-lam * w)
+    """Off-target weight of the memory reads (the 1 + P non-memory tokens score 0)."""
+    return _leak(shape.code_bits, lam, 1 + shape.n_instructions)
+
+
+def write_leak(shape: Shape, lam: float) -> float:
+    """Weight memory token b leaves on the n - 2 other non-scratchpad tokens (gap 2 lam each)."""
+    x = (shape.n_tokens - 2) * math.exp(-2 * lam)
+    return x / (1 + x)
 
 
 def lambda_bound(shape: Shape) -> float:
-    """The smallest lam for which the analysis guarantees exact execution in exact arithmetic:
-    the subtraction's integer d = sum_j c_j (b_j - a_j), sum |c_j| < 2^(B-1), each read bit off by at
-    most 2 leak, so |error of d| < 2^(B+1) leak must stay below TOL. (The instruction read and the
-    write need 2 leak < 1/2, weaker.) Solved by bisection; rounding is not in the bound."""
-    ok = lambda lam: 2.0 ** (shape.bits + 1) * read_leak(shape, lam) < TOL
+    """The smallest lam for which the analysis guarantees exact execution in exact arithmetic (rounding
+    is not in the bound), the largest of three conditions:
+      subtract: d = sum_j c_j (b_j - a_j) with sum |c_j| < 2^(B-1), each read bit off by at most
+                2 read_leak, so 2^(B+1) read_leak < TOL (the steps' tolerance);
+      write:    word_b + (1 - write_leak) delta must stay within 1/2 of the new bit: 2 write_leak < 1/2;
+      fetch:    each fetched code bit within 1/2 of +-1: 2 leak < 1/2 (P instruction tokens, 1 + M far).
+    Each holds from its threshold on (the leaks decrease in lam): solved by bisection."""
+    w = shape.code_bits
+    conds = (lambda lam: 2.0 ** (shape.bits + 1) * read_leak(shape, lam) < TOL,
+             lambda lam: 2 * write_leak(shape, lam) < 0.5,
+             lambda lam: 2 * _leak(w, lam, 1 + shape.n_cells) < 0.5)
+    ok = lambda lam: all(c(lam) for c in conds)
     lo, hi = 0.0, 1.0
     while not ok(hi):
         hi *= 2

@@ -70,9 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lams", type=_list(float, 1e-3, 1e4), default=[1, 2, 3, 3.5, 4, 4.5, 5, 6, 8, 10, 20, 50, 100],
                    help="lam grid of --sweep")
     p.add_argument("--cells", type=_list(int, 1, 4096), default=[8, 64, 256], help="memory cells of --sweep")
-    p.add_argument("--bits", type=_list(int, 2, 62), default=[2, 3, 4, 6, 8, 12, 16, 18, 20, 24, 32, 48],
+    p.add_argument("--bits", type=_list(int, 2, 62), default=[2, 3, 4, 8, 16, 18, 20, 32, 48],
                    help="bits per word of --sweep")
-    p.add_argument("--trials", type=_one(int, 1, 10_000), default=16, help="random programs per memory size (default 16)")
+    p.add_argument("--trials", type=_one(int, 1, 10_000), default=8, help="random programs per memory size (default 8)")
     p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
     p.add_argument("--quiet", action="store_true", help="print only the configuration and the verdict")
 
