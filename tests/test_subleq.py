@@ -224,3 +224,17 @@ def test_decode_reads_back_the_encoding():
     p = random_program(np.random.default_rng(3), 9, 5, 7)
     dec = decode(encode(p)[None], Shape.of(p))
     assert dec.memory[0].tolist() == list(p.memory) and dec.pc[0] == 0 and dec.margin[0] == 1.0
+
+
+def test_precision_benchmark_runs_at_a_tiny_size():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "subleq_precision.py"), "--cells", "4",
+                          "--bits", "2,3", "--trials", "2", "--dtypes", "float64", "--lam-grid", "4:5:1",
+                          "--programs", "negate"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("config:") and any(l.startswith("float64  negate  ") for l in lines)
+    assert any(l.startswith("float64  4  3  ") for l in lines)
