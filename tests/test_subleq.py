@@ -238,3 +238,11 @@ def test_precision_benchmark_runs_at_a_tiny_size():
     lines = out.stdout.splitlines()
     assert lines[0].startswith("config:") and any(l.startswith("float64  negate  ") for l in lines)
     assert any(l.startswith("float64  4  3  ") for l in lines)
+
+
+def test_cli_views_write_pngs(tmp_path):
+    att, lay = tmp_path / "a.png", tmp_path / "l.png"
+    assert main(["subleq", "--program", "negate", "--dtype", "float64", "--quiet",
+                 "--show-attention", str(att), "--show-layout", str(lay)]) == 0
+    for f in (att, lay):
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

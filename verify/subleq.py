@@ -74,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bits per word of --sweep")
     p.add_argument("--trials", type=_one(int, 1, 10_000), default=8, help="random programs per memory size (default 8)")
     p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
+    p.add_argument("--show-attention", metavar="PATH", help="write every head's attention (first program, first "
+                   "dtype, --lam) in TF_pre and the first and last loops as PNG")
+    p.add_argument("--show-layout", metavar="PATH", help="write the residual stream by layout row after TF_pre and "
+                   "the first loops as PNG (same program)")
     p.add_argument("--quiet", action="store_true", help="print only the configuration and the verdict")
 
 
@@ -88,11 +92,11 @@ def load_programs(spec: str):
         return [parse_program(f.read(), os.path.basename(spec))]
 
 
-def _check_json_path(path: str | None) -> None:
+def _check_output(flag: str, path: str | None) -> None:
     if path:
         d = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(d) or os.path.isdir(path):
-            raise InputError(f"argument --json: cannot write {path!r} (no such directory, or it is a directory)")
+            raise InputError(f"argument {flag}: cannot write {path!r} (no such directory, or it is a directory)")
 
 
 def program_rows(programs, lam, dtypes, device, max_steps):
@@ -173,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("argument --device: 'cuda' requested but no CUDA device is available")
-    _check_json_path(args.json)
+    for flag in ("--json", "--show-attention", "--show-layout"):
+        _check_output(flag, getattr(args, flag[2:].replace("-", "_")))
     programs = load_programs(args.program)
     config = {"algorithm": "subleq", "dtypes": args.dtype, "device": args.device, "seed": args.seed, "lam": args.lam,
               "programs": [f"{p.name}(M={p.n_cells},P={p.n_instructions},B={p.bits})" for p in programs],
@@ -200,6 +205,12 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"config": config, "programs": prog_rows, "lam_sweep": lam_rows, "memory_sweep": mem_rows,
                        "verdict": verdict}, f, indent=1, default=str)
+    if args.show_attention or args.show_layout:
+        from .subleq_views import attention_figure, layout_figure
+        if args.show_attention:
+            attention_figure(programs[0], args.lam, args.dtype[0], args.show_attention)
+        if args.show_layout:
+            layout_figure(programs[0], args.lam, args.dtype[0], args.show_layout)
     if args.sweep:
         return 0
     return 0 if all(r["exact"] and r["result_ok"] for r in prog_rows) else 1
