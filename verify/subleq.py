@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instructions at most before giving up on halting (default 10000)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.add_argument("--seed", type=_one(int, 0, 2**32 - 1), default=0, help="seed of the random programs (--sweep)")
+    p.add_argument("--printed", action="store_true",
+                   help="the printed construction's constants in the shared FFN bias (defect 1 of docs/subleq.md)")
     p.add_argument("--sweep", action="store_true", help="sweep lam and the memory size, per dtype")
     p.add_argument("--lams", type=_list(float, 1e-3, 1e4), default=[1, 2, 3, 3.5, 4, 4.5, 5, 6, 8, 10, 20, 50, 100],
                    help="lam grid of --sweep")
@@ -99,13 +101,14 @@ def _check_output(flag: str, path: str | None) -> None:
             raise InputError(f"argument {flag}: cannot write {path!r} (no such directory, or it is a directory)")
 
 
-def program_rows(programs, lam, dtypes, device, max_steps):
+def program_rows(programs, lam, dtypes, device, max_steps, printed=False):
     rows = []
     for dt in dtypes:
         for p in programs:
-            o = run_batch([p], lam, dt, device, max_steps)[0]
+            o = run_batch([p], lam, dt, device, max_steps, printed)[0]
             ok, result = expected_result(p, o.final_memory) if o.final_memory else (False, "")
-            rows.append({"dtype": dt, "program": p.name, "lam": lam, "cells": p.n_cells, "instructions": p.n_instructions,
+            rows.append({"dtype": dt, "program": p.name, "lam": lam, "lam_bound": round(lambda_bound(Shape.of(p)), 3),
+                         "cells": p.n_cells, "instructions": p.n_instructions,
                          "bits": p.bits, "steps": o.steps, "halted": o.halted, "exact": o.exact,
                          "first_error": o.first_error, "detail": o.detail, "margin": o.margin,
                          "result": result, "result_ok": ok})
@@ -146,8 +149,13 @@ def summarise(prog_rows, lam_rows, mem_rows, dtypes) -> list[str]:
     for dt in dtypes:
         if prog_rows:
             mine = [r for r in prog_rows if r["dtype"] == dt]
-            ok = sum(r["exact"] and r["result_ok"] for r in mine)
+            ok = sum(r["exact"] and r["result_ok"] and r["halted"] for r in mine)
             lines.append(f"{dt}: {ok}/{len(mine)} programs exact at every loop and correct at the halt")
+            for r in mine:
+                if not r["halted"]:
+                    lines.append(f"{dt}: {r['program']} did not halt within --max-steps={r['steps']}")
+                if r["lam"] < r["lam_bound"]:
+                    lines.append(f"{dt}: {r['program']}: lam={r['lam']:g} is below the derived bound {r['lam_bound']:g}")
         lr = [r for r in lam_rows if r["dtype"] == dt]
         if lr:
             good = [r["lam"] for r in lr if r["exact"] == r["of"]]
@@ -180,18 +188,19 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("--json", "--show-attention", "--show-layout"):
         _check_output(flag, getattr(args, flag[2:].replace("-", "_")))
     programs = load_programs(args.program)
-    config = {"algorithm": "subleq", "dtypes": args.dtype, "device": args.device, "seed": args.seed, "lam": args.lam,
+    config = {"algorithm": "subleq", "printed": args.printed, "dtypes": args.dtype, "device": args.device, "seed": args.seed, "lam": args.lam,
               "programs": [f"{p.name}(M={p.n_cells},P={p.n_instructions},B={p.bits})" for p in programs],
               "max_steps": args.max_steps, "torch": torch.__version__}
     if args.sweep:
         config.update(lams=args.lams, cells=args.cells, bits=args.bits, trials=args.trials)
     print("config: " + " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in config.items()))
-    prog_rows = [] if args.sweep else program_rows(programs, args.lam, args.dtype, args.device, args.max_steps)
+    prog_rows = [] if args.sweep else program_rows(programs, args.lam, args.dtype, args.device, args.max_steps,
+                                                   args.printed)
     lam_rows = lam_sweep(programs, args.lams, args.dtype, args.device, args.max_steps) if args.sweep else []
     mem_rows = memory_sweep(args.cells, args.bits, args.dtype, args.device, args.trials, args.seed) if args.sweep else []
     if not args.quiet:
         if prog_rows:
-            print(_table(prog_rows, ["dtype", "program", "cells", "instructions", "bits", "steps", "exact",
+            print(_table(prog_rows, ["dtype", "program", "cells", "instructions", "bits", "lam_bound", "steps", "exact",
                                      "margin", "result", "detail"]))
         if lam_rows:
             print(_table(lam_rows, ["dtype", "lam", "exact", "of", "first_failure"]))
@@ -213,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             layout_figure(programs[0], args.lam, args.dtype[0], args.show_layout)
     if args.sweep:
         return 0
-    return 0 if all(r["exact"] and r["result_ok"] for r in prog_rows) else 1
+    return 0 if all(r["exact"] and r["result_ok"] and r["halted"] for r in prog_rows) else 1
 
 
 ERRORS = (InputError, ProgramError)
