@@ -246,3 +246,13 @@ def test_cli_views_write_pngs(tmp_path):
                  "--show-attention", str(att), "--show-layout", str(lay)]) == 0
     for f in (att, lay):
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_documented_example_file_runs_exactly():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "subleq.md").read_text()
+    block = doc.split("## Program file format", 1)[1].split("```", 2)[1]
+    p = parse_program(block, "doc-example")
+    assert (p.n_cells, p.n_instructions, p.bits) == (8, 2, 6)
+    o = run_batch([p], 10.0, "float64")[0]
+    assert o.exact and o.halted and o.final_memory[1] == -13
