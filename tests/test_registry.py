@@ -16,7 +16,7 @@ from verify.interface import Algorithm, Command, Options
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_ORDER = ("gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "linear-gd", "halting",
-                 "bfs", "dfs", "dijkstra", "symbolic")
+                 "subleq", "bfs", "dfs", "dijkstra", "symbolic")
 
 PLUGIN = '''
 import argparse, dataclasses

@@ -41,6 +41,7 @@ BUILTINS: dict[str, str] = {
     "cot": "verify.algorithms_decoder:COT",
     "linear-gd": "verify.linear_gd:LINEAR_GD",
     "halting": "verify.halting:HALTING",
+    "subleq": "verify.subleq:SUBLEQ",
     "bfs": "verify.graphs:BFS",
     "dfs": "verify.graphs:DFS",
     "dijkstra": "verify.graphs:DIJKSTRA",
