@@ -9,6 +9,7 @@
     check_step_memory the model, one training step and the evaluation batch against that memory
     Interrupts        SIGINT / SIGTERM set a flag that the training loop reads between two steps
     Divergence        the first step whose loss is NaN or infinite, tracked without a host sync
+    Progress          tqdm on a terminal, a plain line every 10% elsewhere
     json_safe, dumps  JSON without bare NaN / Infinity (they become null)
 
 Exit codes (``docs/training.md``): 0 done, 2 bad arguments or out of memory, 3 the loss became NaN or
@@ -21,6 +22,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -248,6 +250,34 @@ def check_step_memory(cfg, device: torch.device, world: int = 1) -> None:
     check_memory(m["step"], device, f"a training step ({local} {what}", "--batch-size", cfg.batch_size)
     check_memory(m["eval"], device, f"the evaluation batch ({cfg.eval_batch} prompts x {m['tokens']} tokens x "
                  f"width {cfg.width})", "--eval-batch", cfg.eval_batch)
+
+
+class Progress:
+    """Progress of a long loop on stderr: a tqdm bar on a terminal, otherwise (a log file, a pipe) one
+    plain line each time another 10% is done. ``update(n, what)`` names the current piece of work."""
+
+    def __init__(self, total: int, prog: str, disabled: bool = False, every: int = 10) -> None:
+        self.total, self.done, self.prog, self.every = max(int(total), 1), 0, prog, every
+        self.disabled, self.next = disabled, every
+        self.bar = None
+        if not disabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def update(self, n: int = 1, what: str = "") -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_description_str(what, refresh=False)
+            self.bar.update(n)
+        elif not self.disabled:
+            pct = 100 * self.done // self.total
+            if pct >= self.next:
+                print(f"{self.prog}: {pct}% done ({what})", file=sys.stderr, flush=True)
+                self.next = (pct // self.every + 1) * self.every
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # -- JSON --------------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             p.add_argument(*flags, default=None, metavar="NAME", **common)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(*flags, type=kind, default=f.default, choices=CHOICES.get(f.name), **common)
+            p.add_argument(*flags, type=kind, default=f.default, **common)    # TrainConfig validates
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its ckpt.pt "
                    "(bit-exact; only the fields that may change can differ) (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its "

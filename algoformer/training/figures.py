@@ -1,0 +1,71 @@
+"""The figures of ``python -m algoformer.evaluate``, drawn from its result (the content of eval.json).
+
+    fig2_samples.png   error against the number of in-context samples (Fig. 2)
+    fig3_loops.png     error against the loop iteration (Fig. 3): integer ticks, the trained T marked and
+                       labelled, the runs without a loop (the standard transformer) named below the axes
+    fig5_baselines.png the trained models against k steps of GD and Newton (Fig. 5)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+BASELINE_STEPS = (5, 10, 15, 20)
+
+
+def plots(result: dict, run_names: list[str], out: Path, regression: bool) -> list[str]:
+    """Draws the figures that the result supports; returns their file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curve_runs = [n for n in run_names if n in result["per_sample"]]
+
+    def samples_plot(names, path, title):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for n in names:
+            c = result["per_sample"][n]
+            ax.plot(range(len(c)), c, label=n, ls="--" if n not in run_names else "-")
+        ax.set(yscale="log", xlabel="in-context samples", ylabel="square error", title=title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
+
+    if curve_runs:
+        samples_plot(curve_runs + ["zero"] + (["least squares"] if regression else []), out / "fig2_samples.png",
+                     f"{result['task']}: error against in-context samples (Fig. 2)")
+    if result["per_loop"]:
+        from matplotlib.ticker import MaxNLocator
+        fig, ax = plt.subplots(figsize=(6, 4.4))
+        drawn, marked = set(), set()                   # runs of one construction share their reference
+        for n, c in result["per_loop"].items():
+            line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
+            ref = result["per_loop_reference"].get(n)
+            if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
+                drawn.add((ref["label"], tuple(ref["per_loop"])))
+                ax.plot(range(len(ref["per_loop"])), ref["per_loop"], ls="--", color=line.get_color(),
+                        label=f"{ref['label']}, same prompts")
+            T = result["trained_T"][n]
+            if T not in marked and T < len(c):
+                marked.add(T)
+                ax.axvline(T, color="grey", ls=":", lw=1, label=f"T={T} (loops in training)")
+                ax.annotate(f"T={T}", (T, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                            textcoords="offset points", fontsize=8, color="grey")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="loop iteration", ylabel="square error", yscale="log",
+               title=f"{result['task']}: error against loop iteration (Fig. 3)")
+        left_out = [n for n in run_names if n not in result["per_loop"]]
+        if left_out:
+            fig.text(0.01, 0.01, f"not drawn (no loop): {', '.join(left_out)}", fontsize=7, color="grey")
+        ax.legend(fontsize=7)
+        fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
+        fig.savefig(out / "fig3_loops.png", dpi=120)
+        plt.close(fig)
+        written.append("fig3_loops.png")
+    if regression and curve_runs:
+        base = [f"{m} k={k}" for m in ("Newton", "GD") for k in BASELINE_STEPS]
+        samples_plot(curve_runs + base, out / "fig5_baselines.png",
+                     f"{result['task']}: trained models against GD and Newton (Fig. 5)")
+    return written
