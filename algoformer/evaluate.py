@@ -34,7 +34,7 @@ import torch
 from .training import baselines, checkpoint, initialisers
 from .training.config import MAX_LOOPS, SEED_MAX, TrainConfig
 from .training.guards import (Progress, UsageError, check_device, check_folder, check_memory, dumps,
-                              is_out_of_memory, make_folder)
+                              is_out_of_memory, make_folder, one_line)
 from .training.figures import BASELINE_STEPS, plots
 from .training.models import build_model
 from .training.prompts import Prompt
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device,
                           dry_run=args.dry_run, quiet=args.quiet)
     except UsageError as e:
-        print(f"algoformer.evaluate: error: {e}", file=sys.stderr)
+        print(f"algoformer.evaluate: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("algoformer.evaluate: interrupted (SIGINT): eval.json and the figures not written", file=sys.stderr)

@@ -27,7 +27,8 @@ from .layer import param_count
 from .training import checkpoint, initialisers, options
 from .training.config import RESUMABLE_CHANGES, TrainConfig
 from .training.guards import (EXIT_USAGE, Divergence, Interrupts, RunStopped, UsageError, agreed_signal,
-                              check_device, check_folder, check_step_memory, dumps, is_out_of_memory, make_folder)
+                              check_device, check_folder, check_step_memory, dumps, is_out_of_memory, make_folder,
+                              one_line)
 from .training.loss import Eq3Loss, masked_mean, position_errors
 from .training.metrics import MetricsWriter
 from .training.models import build_model
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(cfg, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet,
                         overwrite=args.overwrite, dry_run=args.dry_run)
     except UsageError as e:
-        print(f"algoformer.train: error: {e}", file=sys.stderr)
+        print(f"algoformer.train: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except RunStopped as e:
-        print(f"algoformer.train: {e}", file=sys.stderr)
+        print(f"algoformer.train: {one_line(e)}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:       # before the first step: there is nothing to save yet
         print("algoformer.train: interrupted (SIGINT) before the first training step: no checkpoint written",

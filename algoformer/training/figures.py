@@ -37,30 +37,7 @@ def plots(result: dict, run_names: list[str], out: Path, regression: bool) -> li
         samples_plot(curve_runs + ["zero"] + (["least squares"] if regression else []), out / "fig2_samples.png",
                      f"{result['task']}: error against in-context samples (Fig. 2)")
     if result["per_loop"]:
-        from matplotlib.ticker import MaxNLocator
-        fig, ax = plt.subplots(figsize=(6, 4.4))
-        drawn, marked = set(), set()                   # runs of one construction share their reference
-        for n, c in result["per_loop"].items():
-            line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
-            ref = result["per_loop_reference"].get(n)
-            if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
-                drawn.add((ref["label"], tuple(ref["per_loop"])))
-                ax.plot(range(len(ref["per_loop"])), ref["per_loop"], ls="--", color=line.get_color(),
-                        label=f"{ref['label']}, same prompts")
-            T = result["trained_T"][n]
-            if T not in marked and T < len(c):
-                marked.add(T)
-                ax.axvline(T, color="grey", ls=":", lw=1, label=f"T={T} (loops in training)")
-                ax.annotate(f"T={T}", (T, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                            textcoords="offset points", fontsize=8, color="grey")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="loop iteration", ylabel="square error", yscale="log",
-               title=f"{result['task']}: error against loop iteration (Fig. 3)")
-        left_out = [n for n in run_names if n not in result["per_loop"]]
-        if left_out:
-            fig.text(0.01, 0.01, f"not drawn (no loop): {', '.join(left_out)}", fontsize=7, color="grey")
-        ax.legend(fontsize=7)
-        fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
+        fig = loops_figure(result, run_names)
         fig.savefig(out / "fig3_loops.png", dpi=120)
         plt.close(fig)
         written.append("fig3_loops.png")
@@ -69,3 +46,37 @@ def plots(result: dict, run_names: list[str], out: Path, regression: bool) -> li
         samples_plot(curve_runs + base, out / "fig5_baselines.png",
                      f"{result['task']}: trained models against GD and Newton (Fig. 5)")
     return written
+
+
+def loops_figure(result: dict, run_names: list[str]):
+    """Fig. 3: each looped run's error after t = 0..max_loops loops, its numpy reference (runs from a
+    construction), a labelled marker at every trained T, and the runs it leaves out named below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 4.4))
+    drawn, marked = set(), set()                   # runs of one construction share their reference
+    for n, c in result["per_loop"].items():
+        line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
+        ref = result["per_loop_reference"].get(n)
+        if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
+            drawn.add((ref["label"], tuple(ref["per_loop"])))
+            ax.plot(range(len(ref["per_loop"])), ref["per_loop"], ls="--", color=line.get_color(),
+                    label=f"{ref['label']}, same prompts")
+        T = result["trained_T"][n]
+        if T not in marked and T < len(c):
+            marked.add(T)
+            ax.axvline(T, color="grey", ls=":", lw=1, label=f"T={T} (loops in training)")
+            ax.annotate(f"T={T}", (T, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="grey")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="loop iteration", ylabel="square error", yscale="log",
+           title=f"{result['task']}: error against loop iteration (Fig. 3)")
+    left_out = [n for n in run_names if n not in result["per_loop"]]
+    if left_out:
+        fig.text(0.01, 0.01, f"not drawn (no loop): {', '.join(left_out)}", fontsize=7, color="grey")
+    ax.legend(fontsize=7)
+    fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
+    return fig

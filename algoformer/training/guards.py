@@ -45,6 +45,11 @@ class RunStopped(Exception):
         self.code = code
 
 
+def one_line(e: BaseException | str) -> str:
+    """The message on one line (an argument holding a newline must not split it)."""
+    return str(e).replace("\r", "\\r").replace("\n", "\\n")
+
+
 # -- output paths ----------------------------------------------------------------------------------
 def _nearest_existing(p: Path) -> Path:
     while not p.exists() and p != p.parent:
