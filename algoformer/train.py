@@ -224,7 +224,7 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
                                   T=stage["loops"], points=stage["points"], dims=stage["dims"])
                 signum = agreed_signal(stop, ddp, logged, device)
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or final or signum:
-                    watch.check(cfg, step)                              # never save diverged weights
+                    watch.check(cfg, step, model)                       # never save diverged weights
                     _save(ckpt_path, cfg, model, opt, rng, step, stage, ddp)
                     watch.saved = step
                 if signum:

@@ -206,7 +206,18 @@ class Divergence:
         self.first = torch.where(new, self.step, self.first)
         self.value = torch.where(new, loss.float(), self.value)
 
-    def check(self, cfg, step: int) -> None:
+    def check(self, cfg, step: int, model: torch.nn.Module | None = None) -> None:
+        """Raise if a loss so far was not finite, or (``model`` given: before a checkpoint) if a weight is
+        not: the update after the last finite loss can already overflow."""
+        if model is not None:
+            ok = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+            if self.ddp.on:
+                ok = ok.to(torch.int32)
+                dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            if not bool(ok):
+                self.first = torch.where(self.first < 0, self.step, self.first)
+                self.value = torch.where(self.first == self.step, torch.full_like(self.value, float("nan")),
+                                         self.value)
         first, value = self.first, self.value
         if self.ddp.on:                  # every rank stops together, at the earliest rank's step
             key = torch.where(first < 0, torch.full_like(first, 2**62), first)
@@ -215,7 +226,7 @@ class Divergence:
         k = int(first)
         if k >= 0:
             kept = f"the last checkpoint (step {self.saved}) is kept" if self.saved is not None else "no checkpoint written"
-            raise RunStopped(EXIT_DIVERGED, f"the training loss became {float(value)} at step {k} "
+            raise RunStopped(EXIT_DIVERGED, f"the training loss (or the weights) became {float(value)} at step {k} "
                              f"(lr={cfg.lr}): the run diverged and stopped at step {step}; {kept}; lower --lr")
 
 
