@@ -35,7 +35,7 @@ from .training import baselines, checkpoint, initialisers
 from .training.config import MAX_LOOPS, SEED_MAX, TrainConfig
 from .training.guards import (Progress, UsageError, check_device, check_folder, check_memory, dumps,
                               is_out_of_memory, make_folder, one_line)
-from .training.figures import BASELINE_STEPS, plots
+from .training.figures import BASELINE_STEPS, drawable, plots
 from .training.models import build_model
 from .training.prompts import Prompt
 
@@ -272,8 +272,16 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
             for r in runs if not r.cfg.train_loops]
     if fig3 and not loop_curves:
         fig3.append("fig3_loops.png: not written: no run has a loop")
+    fig3 += [f"fig3_loops.png: run {n!r} not drawn: its errors are not finite (NaN or inf: the model diverged)"
+             for n, c in loop_curves.items() if not drawable(c)]
     if fig3:
         not_drawn["fig3_loops.png"] = fig3
+    for fig in ("fig2_samples.png",) + (("fig5_baselines.png",) if regression else ()):
+        not_drawn[fig] = not_drawn.get(fig, []) + [
+            f"{fig}: run {n!r} not drawn: its errors are not finite (NaN or inf: the model diverged)"
+            for n in curves if n in {r.name for r in runs} and not drawable(curves[n])]
+        if not not_drawn[fig]:
+            del not_drawn[fig]
 
     make_folder(out_dir, "--out")
     result = {"task": cfg0.task, "n_points": cfg0.n_points, "batch": batch, "seed": seed,

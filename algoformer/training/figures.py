@@ -7,9 +7,16 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 BASELINE_STEPS = (5, 10, 15, 20)
+
+
+def drawable(curve) -> bool:
+    """A curve with at least one finite positive value (a log axis can show it; a diverged run's
+    all-NaN / inf curve cannot)."""
+    return any(v is not None and math.isfinite(v) and v > 0 for v in curve)
 
 
 def plots(result: dict, run_names: list[str], out: Path, regression: bool) -> list[str]:
@@ -22,13 +29,17 @@ def plots(result: dict, run_names: list[str], out: Path, regression: bool) -> li
     curve_runs = [n for n in run_names if n in result["per_sample"]]
 
     def samples_plot(names, path, title):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(6, 4.3))
+        left_out = [n for n in names if not drawable(result["per_sample"][n])]
         for n in names:
-            c = result["per_sample"][n]
-            ax.plot(range(len(c)), c, label=n, ls="--" if n not in run_names else "-")
+            if n not in left_out:
+                c = result["per_sample"][n]
+                ax.plot(range(len(c)), c, label=n, ls="--" if n not in run_names else "-")
         ax.set(yscale="log", xlabel="in-context samples", ylabel="square error", title=title)
+        if left_out:
+            fig.text(0.01, 0.01, f"not drawn (errors not finite): {', '.join(left_out)}", fontsize=7, color="grey")
         ax.legend(fontsize=7)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path.name)
@@ -58,7 +69,10 @@ def loops_figure(result: dict, run_names: list[str]):
 
     fig, ax = plt.subplots(figsize=(6, 4.4))
     drawn, marked = set(), set()                   # runs of one construction share their reference
+    diverged = [n for n, c in result["per_loop"].items() if not drawable(c)]
     for n, c in result["per_loop"].items():
+        if n in diverged:
+            continue
         line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
         ref = result["per_loop_reference"].get(n)
         if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
@@ -72,11 +86,15 @@ def loops_figure(result: dict, run_names: list[str]):
             ax.annotate(f"T={T}", (T, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
                         textcoords="offset points", fontsize=8, color="grey")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="loop iteration", ylabel="square error", yscale="log",
-           title=f"{result['task']}: error against loop iteration (Fig. 3)")
-    left_out = [n for n in run_names if n not in result["per_loop"]]
-    if left_out:
-        fig.text(0.01, 0.01, f"not drawn (no loop): {', '.join(left_out)}", fontsize=7, color="grey")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="loop iteration", ylabel="square error", yscale="log" if len(diverged) < len(result["per_loop"])
+           else "linear", title=f"{result['task']}: error against loop iteration (Fig. 3)")
+    no_loop = [n for n in run_names if n not in result["per_loop"]]
+    notes = ([f"no loop: {', '.join(no_loop)}"] if no_loop else []) + \
+        ([f"errors not finite: {', '.join(diverged)}"] if diverged else [])
+    left_out = bool(notes)
+    if notes:
+        fig.text(0.01, 0.01, f"not drawn ({'; '.join(notes)})", fontsize=7, color="grey")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.04 if left_out else 0, 1, 1))
     return fig
