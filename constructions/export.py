@@ -73,7 +73,13 @@ def export_model(model: AlgoFormer, path: str | Path, extra: dict | None = None)
 
 
 def _write(state: dict[str, torch.Tensor], meta: dict, path) -> tuple[Path, Path]:
+    if not str(path).strip() or Path(path).name in ("", ".", ".."):
+        raise ValueError(f"path={str(path)!r} is invalid: expected a file stem such as 'out/gd' (writes "
+                         "out/gd.safetensors and out/gd.json)")
     st, js = _paths(path)
+    for p in (st, js):
+        if p.is_dir():
+            raise ValueError(f"path={str(path)!r} is invalid: {str(p)!r} is a folder")
     st.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, indent=1)
     save_file(state, str(st), metadata={"algoformer": json.dumps(meta)})

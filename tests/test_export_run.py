@@ -46,3 +46,24 @@ def test_an_initialised_run_exports_and_loads_back(name, kind, answers, tmp_path
     with torch.no_grad():
         assert torch.equal(model(tokens, T), r.model(tokens, T))         # the fine-tuned weights, exactly
     assert np.array_equal(np.flatnonzero(enc.weight), answers)           # where the run was trained to answer
+
+
+@pytest.mark.parametrize("path", ["", ".", "out/.."])
+def test_export_path_must_name_a_file_stem(path, tmp_path, monkeypatch):
+    from algoformer.training.models import ModelSpec, build_model
+    from constructions.export import export_model
+    monkeypatch.chdir(tmp_path)
+    model = build_model(ModelSpec("algoformer", width=8, heads=1), 2, 1, 4)
+    with pytest.raises(ValueError, match="is invalid: expected a file stem"):
+        export_model(model, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_path_naming_a_folder_is_refused(tmp_path):
+    from algoformer.training.models import ModelSpec, build_model
+    from constructions.export import export_model
+    (tmp_path / "m.safetensors").mkdir()
+    model = build_model(ModelSpec("algoformer", width=8, heads=1), 2, 1, 4)
+    with pytest.raises(ValueError, match="is a folder"):
+        export_model(model, tmp_path / "m")
+    assert not (tmp_path / "m.json").exists()
