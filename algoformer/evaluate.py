@@ -32,15 +32,17 @@ import numpy as np
 import torch
 
 from .training import baselines, checkpoint, initialisers
-from .training.config import TrainConfig
+from .training.config import MAX_LOOPS, SEED_MAX, TrainConfig
+from .training.guards import (Progress, UsageError, check_device, check_folder, check_memory, dumps,
+                              is_out_of_memory, make_folder, one_line)
+from .training.figures import BASELINE_STEPS, drawable, plots
 from .training.models import build_model
 from .training.prompts import Prompt
 
-BASELINE_STEPS = (5, 10, 15, 20)
 
 
-class UsageError(Exception):
-    pass
+PROG = "python -m algoformer.evaluate"
+MAX_BATCH = 1_000_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,14 +51,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m algoformer.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories (holding config.json and ckpt.pt)")
-    p.add_argument("--out", default=None, help="figure directory (default: the first run's)")
-    p.add_argument("--batch", type=int, default=256, help="evaluation prompts")
-    p.add_argument("--max-loops", type=int, default=200, help="loops for the Fig. 3 curve")
-    p.add_argument("--seed", type=int, default=12345)
-    p.add_argument("--device", default="cpu")
+    p = _Parser(prog=PROG, description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("runs", nargs="+", help="run folders written by algoformer.train (config.json and ckpt.pt), "
+                   "all on the same task")
+    p.add_argument("--out", default=None, help="folder of the figures and eval.json, created with its parents; "
+                   "existing figures there are replaced (default: the first run's folder)")
+    p.add_argument("--batch", type=int, default=256, help=f"evaluation prompts, an integer in [1, {MAX_BATCH}] "
+                   "(checked against the memory available) (default: %(default)s)")
+    p.add_argument("--max-loops", type=int, default=200, help=f"loops of the Fig. 3 curve, an integer in "
+                   f"[1, {MAX_LOOPS}] (the bound of train's --T and verify's --iters) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the evaluation prompts, an integer in "
+                   "[0, 2**64 - 1] (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="check the arguments, the runs and --out, print the "
+                   "configuration, and exit without evaluating or writing (default: off)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: off)")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before any run is opened; raises UsageError."""
+    for flag, v, lo, hi in (("--batch", args.batch, 1, MAX_BATCH), ("--max-loops", args.max_loops, 1, MAX_LOOPS),
+                            ("--seed", args.seed, 0, SEED_MAX)):
+        if not lo <= v <= hi:
+            raise UsageError(f"{flag}={v} is invalid: expected an integer in [{lo}, "
+                             f"{'2**64 - 1' if hi == SEED_MAX else hi}]")
+    args.device = check_device(args.device)
+    for r in args.runs:
+        if not Path(r).is_dir():
+            raise UsageError(f"run={r!r} is invalid: " + ("it is a file, expected a run folder" if Path(r).exists()
+                                                         else "no such folder"))
+    check_folder(args.out if args.out is not None else args.runs[0], "--out")
 
 
 @dataclass
@@ -117,8 +142,54 @@ def _reference_label(ref: initialisers.Reference) -> str:
     return f"numpy {ref.algorithm}{' on Phi*(x)' if ref.features == 'phi' else ''} ({step}={ref.step:.4g})"
 
 
+def _unique_names(runs: list[Run], dirs: list[str], reserved: set[str]) -> None:
+    """A run is named by its folder; where two share a name (or one is a baseline's), by its path."""
+    names = [r.name for r in runs]
+    for r, d in zip(runs, dirs):
+        if names.count(r.name) > 1 or r.name in reserved:
+            r.name = str(Path(d))
+    seen = [r.name for r in runs]
+    dup = next((n for n in seen if seen.count(n) > 1), None)
+    if dup is not None:
+        raise UsageError(f"run={dup!r} is invalid: the same run folder is given twice")
+
+
+@torch.no_grad()
+def loop_errors(model: torch.nn.Module, prompt: Prompt, max_loops: int, scored: np.ndarray, device: str,
+                tick) -> list[float]:
+    """Mean square error over the scored samples after t = 0..max_loops loops (Fig. 3), one loop at a
+    time (the same operations as ``forward_each_loop``, without holding every loop's output)."""
+    model.eval()
+    x = torch.as_tensor(prompt.tokens, device=device)
+    h = model.run_pre(model.embed(x))
+    e = h if model.cfg.input_injection else None
+    err = lambda h: float(baselines.per_sample_error(model.run_post(h).float().cpu().numpy(), prompt)[scored].mean())
+    out = [err(h)]
+    for t in range(1, max_loops + 1):
+        h = model.run_loop(h, t, e)
+        out.append(err(h))
+        tick(f"loop {t}/{max_loops}")
+    return out
+
+
+def _check_memory(runs: list[Run], batch: int, max_loops: int, device: str) -> None:
+    for r in runs:
+        n = r.cfg.task_spec().n_tokens(r.cfg.n_points) if r.init is None else 2 * r.cfg.n_points + 2
+        width = r.cfg.width
+        check_memory(batch * n * width * 4, device, f"a forward pass of run {r.name!r} ({batch} prompts x {n} "
+                     f"tokens x width {width}, float32)", "--batch", batch)
+        if r.init is not None and r.init.reference is not None:
+            check_memory((max_loops + 1) * batch * 2 * r.cfg.n_points * 8, "cpu", f"the numpy reference of run "
+                         f"{r.name!r} ({max_loops + 1} loops x {batch} prompts x {2 * r.cfg.n_points} tokens, "
+                         "float64)", "--max-loops", max_loops)
+
+
 def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_loops: int = 200,
-             seed: int = 12345, device: str = "cpu") -> dict:
+             seed: int = 12345, device: str = "cpu", dry_run: bool = False, quiet: bool = False) -> dict:
+    """Evaluate the runs and write the figures and eval.json in ``out`` (default: the first run's
+    folder). Checks --out, the runs and the memory before any work; ``dry_run``: the checks and the
+    configuration line only."""
+    out_dir = check_folder(out if out is not None else run_dirs[0], "--out")
     runs = [open_run(r, device) for r in run_dirs]
     cfg0 = runs[0].cfg
     keys = ("task", "d", "noise", "phi_seed")
@@ -131,8 +202,20 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
             raise UsageError(f"run {r.name!r} has n_points={r.cfg.n_points!r}, the first run {cfg0.n_points!r} "
                              f"(a run initialised from a construction is evaluated at the n_points it was built for)")
     task = cfg0.task_spec()
+    regression = cfg0.task in ("linear", "representation")
+    baseline_names = set(predictors([], regression, device))
+    _unique_names(runs, run_dirs, baseline_names)
+    _check_memory(runs, batch, max_loops, device)
+    print(f"algoformer.evaluate: task={cfg0.task} d={cfg0.d} N={cfg0.n_points} runs={', '.join(r.name for r in runs)} "
+          f"batch={batch} max_loops={max_loops} seed={seed} device={device} dtype=float32 (baselines float64) "
+          f"out={out_dir}" + (" dry run (nothing written)" if dry_run else ""), flush=True)
+    if dry_run:
+        return {"dry_run": True, "runs": [r.name for r in runs], "out": str(out_dir)}
+    looped = [r for r in runs if r.cfg.train_loops]
+    refs = [r for r in looped if r.init is not None and r.init.reference is not None and regression]
+    bar = Progress(len(runs) + max_loops * (len(looped) + len(refs)) + len(baseline_names), "algoformer.evaluate",
+                   disabled=quiet)
     prompt = task.sample(np.random.default_rng(seed), batch, cfg0.n_points)
-    regression = prompt.x is not None
     every = baselines.scored_samples(prompt)
 
     curves, answers, loop_curves, references = {}, {}, {}, {}
@@ -141,23 +224,27 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
         scored = baselines.scored_samples(enc)
         model = baselines.ModelPredictor(r.model, r.cfg.train_loops, device)
         err = baselines.per_sample_error(model(enc), enc)
+        bar.update(1, f"run {r.name!r}: after T loops")
         if np.array_equal(scored, every):
             curves[r.name] = err.tolist()
         else:
             answers[r.name] = {int(s): float(err[s]) for s in scored}
         if r.cfg.train_loops:
-            each = model.each_loop(enc, max_loops)
-            loop_curves[r.name] = baselines.per_sample_error(each, enc)[:, scored].mean(-1).tolist()
-        ref = r.init.reference if r.init is not None else None
-        if ref is not None and regression:
+            loop_curves[r.name] = loop_errors(r.model, enc, max_loops, scored, device,
+                                              lambda what, n=r.name: bar.update(1, f"run {n!r}: {what}"))
+        if r in refs:
+            ref = r.init.reference
             path = baselines.each_step(ref.algorithm, max_loops, ref.step,
                                        task.phi if ref.features == "phi" else None, scored)(prompt)
             per = baselines.per_sample_error(path, prompt)                        # (max_loops + 1, N)
             references[r.name] = {"label": _reference_label(ref), "algorithm": ref.algorithm, "step": ref.step,
                                   "features": ref.features, "per_loop": per[:, scored].mean(-1).tolist(),
                                   "at_T": {int(s): float(per[min(r.cfg.train_loops, max_loops), s]) for s in scored}}
-    curves.update({name: baselines.per_sample_error(p(prompt), prompt).tolist()
-                   for name, p in predictors([], regression, device).items()})
+            bar.update(max_loops, f"run {r.name!r}: numpy {ref.algorithm}")
+    for name, p in predictors([], regression, device).items():
+        curves[name] = baselines.per_sample_error(p(prompt), prompt).tolist()
+        bar.update(1, name)
+    bar.close()
 
     not_drawn = {}
     for fig in ("fig2_samples.png",) + (("fig5_baselines.png",) if regression else ()):
@@ -169,77 +256,51 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
             lines.append(f"{fig}: not written: no run answers at every in-context sample")
         if lines:
             not_drawn[fig] = lines
+    fig3 = [f"fig3_loops.png: run {r.name!r} not drawn: the {r.cfg.model} transformer has no loop"
+            for r in runs if not r.cfg.train_loops]
+    if fig3 and not loop_curves:
+        fig3.append("fig3_loops.png: not written: no run has a loop")
+    fig3 += [f"fig3_loops.png: run {n!r} not drawn: its errors are not finite (NaN or inf: the model diverged)"
+             for n, c in loop_curves.items() if not drawable(c)]
+    if fig3:
+        not_drawn["fig3_loops.png"] = fig3
+    for fig in ("fig2_samples.png",) + (("fig5_baselines.png",) if regression else ()):
+        not_drawn[fig] = not_drawn.get(fig, []) + [
+            f"{fig}: run {n!r} not drawn: its errors are not finite (NaN or inf: the model diverged)"
+            for n in curves if n in {r.name for r in runs} and not drawable(curves[n])]
+        if not not_drawn[fig]:
+            del not_drawn[fig]
 
-    out_dir = Path(out or run_dirs[0])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "--out")
     result = {"task": cfg0.task, "n_points": cfg0.n_points, "batch": batch, "seed": seed,
               "per_sample": curves, "answers": answers, "per_loop": loop_curves, "per_loop_reference": references,
               "trained_T": {r.name: r.cfg.train_loops for r in runs},
               "init_from": {r.name: r.cfg.init_from for r in runs}, "not_drawn": not_drawn}
-    result["figures"] = _plots(result, [r.name for r in runs], out_dir, regression)
-    (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    result["figures"] = plots(result, [r.name for r in runs], out_dir, regression)
+    (out_dir / "eval.json").write_text(dumps(result, indent=1))     # NaN / inf as null
     return result
-
-
-def _plots(result: dict, run_names: list[str], out: Path, regression: bool) -> list[str]:
-    """Draws the figures that the result supports; returns their file names."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    curve_runs = [n for n in run_names if n in result["per_sample"]]
-
-    def samples_plot(names, path, title):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for n in names:
-            c = result["per_sample"][n]
-            ax.plot(range(len(c)), c, label=n, ls="--" if n not in run_names else "-")
-        ax.set(yscale="log", xlabel="in-context samples", ylabel="square error", title=title)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path.name)
-
-    if curve_runs:
-        samples_plot(curve_runs + ["zero"] + (["least squares"] if regression else []), out / "fig2_samples.png",
-                     f"{result['task']}: error against in-context samples (Fig. 2)")
-    if result["per_loop"]:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = set()                                  # runs of one construction share their reference
-        for n, c in result["per_loop"].items():
-            line, = ax.plot(range(len(c)), c, label=f"{n} (trained T={result['trained_T'][n]})")
-            ref = result["per_loop_reference"].get(n)
-            if ref is not None and (ref["label"], tuple(ref["per_loop"])) not in drawn:
-                drawn.add((ref["label"], tuple(ref["per_loop"])))
-                ax.plot(range(len(ref["per_loop"])), ref["per_loop"], ls="--", color=line.get_color(),
-                        label=f"{ref['label']}, same prompts")
-                ax.axvline(result["trained_T"][n], color=line.get_color(), ls=":", lw=0.8)
-        ax.set(xlabel="loop iteration", ylabel="square error", yscale="log",
-               title=f"{result['task']}: error against loop iteration (Fig. 3)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "fig3_loops.png", dpi=120)
-        plt.close(fig)
-        written.append("fig3_loops.png")
-    if regression and curve_runs:
-        base = [f"{m} k={k}" for m in ("Newton", "GD") for k in BASELINE_STEPS]
-        samples_plot(curve_runs + base, out / "fig5_baselines.png",
-                     f"{result['task']}: trained models against GD and Newton (Fig. 5)")
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        for name in ("batch", "max_loops"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
-        result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device)
+        check_args(args)
+        result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device,
+                          dry_run=args.dry_run, quiet=args.quiet)
     except UsageError as e:
-        print(f"algoformer.evaluate: error: {e}", file=sys.stderr)
+        print(f"algoformer.evaluate: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("algoformer.evaluate: interrupted (SIGINT): eval.json and the figures not written", file=sys.stderr)
+        return 130
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        print(f"algoformer.evaluate: error: out of memory (--batch={args.batch}, --max-loops={args.max_loops}): "
+              "lower --batch", file=sys.stderr)
+        return 2
+    if result.get("dry_run"):
+        return 0
     for name, c in result["per_sample"].items():
         print(f"{name:>16}: error at sample 1 {c[1]:.4g}, at sample {len(c) - 1} {c[-1]:.4g}")
     for name, a in result["answers"].items():

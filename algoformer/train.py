@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -23,106 +24,45 @@ import torch
 import torch.distributed as dist
 
 from .layer import param_count
-from .training import checkpoint, initialisers
+from .training import checkpoint, initialisers, options
 from .training.config import RESUMABLE_CHANGES, TrainConfig
+from .training.guards import (EXIT_USAGE, Divergence, Interrupts, RunStopped, UsageError, agreed_signal,
+                              check_device, check_folder, check_step_memory, dumps, is_out_of_memory, make_folder,
+                              one_line)
 from .training.loss import Eq3Loss, masked_mean, position_errors
 from .training.metrics import MetricsWriter
 from .training.models import build_model
 
 
-class UsageError(Exception):
-    """A bad argument or configuration: reported as one line, exit status 2."""
-
-
-# -- the command line -------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):          # one line, no usage block, status 2
-        raise UsageError(message)
-
-
-def _bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+PROG = "python -m algoformer.train"
+RUN_FILES = ("ckpt.pt", "config.json", "metrics.jsonl", "metrics.csv")   # what a run writes in --out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m algoformer.train", description=__doc__.split("\n")[0])
-    defaults = TrainConfig.__dataclass_fields__
-    for f in dataclasses.fields(TrainConfig):
-        flags = ["--" + f.name.replace("_", "-")]
-        if f.name == "d":
-            flags.append("--dim")        # torchrun's parser rejects "--d" as an ambiguous prefix
-        if f.name in SHAPED:        # None = not given: the default, or the construction's (--init-from)
-            p.add_argument(*flags, type=_bool if f.type == "bool" else int, default=None, dest=f.name,
-                           metavar="BOOL" if f.type == "bool" else None)
-        elif f.type in ("bool",):
-            p.add_argument(*flags, type=_bool, default=f.default, metavar="BOOL", dest=f.name)
-        elif f.name == "init_from":
-            p.add_argument(*flags, default=None, dest=f.name, metavar="NAME",
-                           help="start from constructed weights: " + (", ".join(initialisers.available()) or
-                                                                      "none registered"))
-        else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            p.add_argument(*flags, type=kind, default=defaults[f.name].default, dest=f.name)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop (as if preempted) after this step, having written a checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return options.build_parser(PROG, __doc__.split("\n")[0])
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
-    args = build_parser().parse_args(argv)
-    try:
-        _fill_shaped(args)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.stop_after < 0:
-        raise UsageError(f"--stop-after={args.stop_after} is invalid: expected an integer >= 0")
-    try:
-        cfg = TrainConfig(**_known(args))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return cfg, args
-
-
-SHAPED = ("width", "heads", "layers", "curriculum")   # dictated by the construction under --init-from
-
-
-def _fill_shaped(args: argparse.Namespace) -> None:
-    """Flags left out take the default, or under --init-from the construction's value (the curriculum
-    off); a flag given explicitly is kept, and TrainConfig rejects one that conflicts."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    shape = None
-    if args.init_from is not None:
-        plugin = initialisers.load(args.init_from)
-        if args.task in plugin.tasks and (args.model == "algoformer"):
-            shape = plugin.shape(TrainConfig(**{**_known(args), "width": 1, "heads": 1, "layers": None,
-                                                "curriculum": False, "init_from": None}))
-    for name in SHAPED:
-        if getattr(args, name) is None:
-            value = defaults[name] if args.init_from is None else \
-                (False if name == "curriculum" else getattr(shape, name, defaults[name]))
-            setattr(args, name, value)
-
-
-def _known(args: argparse.Namespace) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in vars(args).items() if k in names}
+    return options.parse(argv, build_parser())
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse(argv)
-        summary = train(cfg, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet)
+        summary = train(cfg, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet,
+                        overwrite=args.overwrite, dry_run=args.dry_run)
     except UsageError as e:
-        print(f"algoformer.train: error: {e}", file=sys.stderr)
-        return 2
+        print(f"algoformer.train: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunStopped as e:
+        print(f"algoformer.train: {one_line(e)}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:       # before the first step: there is nothing to save yet
+        print("algoformer.train: interrupted (SIGINT) before the first training step: no checkpoint written",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     if summary["rank"] == 0:
-        print(json.dumps({k: v for k, v in summary.items() if k != "rank"}))
+        print(dumps({k: v for k, v in summary.items() if k != "rank"}))
     return 0
 
 
@@ -148,11 +88,8 @@ def setup_distributed(device: str) -> Dist:
 
 
 def choose_device(name: str, ddp: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = check_device(name)
     if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device={name!r} is invalid: CUDA is not available (use cpu or auto)")
         if ddp.on:
             name = f"cuda:{ddp.local_rank}"
         torch.cuda.set_device(torch.device(name))
@@ -173,26 +110,48 @@ def zero_loss(prompt) -> float:
     return float((err * prompt.weight).sum() / (prompt.weight.sum() * err.shape[0]))
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_after: int = 0, quiet: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int = 0, quiet: bool = False,
+          overwrite: bool = False, dry_run: bool = False) -> dict:
+    """Train into ``cfg.out``. An existing run there needs ``resume`` (continue it) or ``overwrite``
+    (delete its files first). Raises ``UsageError`` before any work on a bad configuration or output
+    folder, and ``RunStopped`` when the run stops early: on SIGINT / SIGTERM (after writing a checkpoint
+    at the current step), when the loss becomes NaN or infinite (the weights are not saved), or out of
+    memory. ``dry_run``: the checks and the configuration line only; nothing is written."""
     ddp = setup_distributed(cfg.device)
     try:
-        return _train(cfg, ddp, resume, stop_after, quiet)
+        return _train(cfg, ddp, resume, stop_after, quiet, overwrite, dry_run)
     finally:
         if ddp.on:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bool) -> dict:
+def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bool, overwrite: bool,
+           dry_run: bool) -> dict:
     device = choose_device(cfg.device, ddp)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if cfg.batch_size % ddp.world:
         raise UsageError(f"batch_size={cfg.batch_size} is invalid: expected a multiple of the "
                          f"{ddp.world} processes")
-    out = Path(cfg.out)
+    out = check_folder(cfg.out, "--out")
     ckpt_path = out / "ckpt.pt"
-    ckpt = _load_for_resume(cfg, ckpt_path) if resume else None
-    out.mkdir(parents=True, exist_ok=True)
+    ckpt = _load_for_resume(cfg, ckpt_path, stop_after) if resume else None
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if existing and not resume and not overwrite:
+        raise UsageError(f"--out={cfg.out!r} is invalid: it already holds a run ({', '.join(existing)}); pass "
+                         "--resume to continue it, or --overwrite to replace it")
+    check_step_memory(cfg, device, ddp.world)
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and cfg.init_from is None)
+    if dry_run:
+        _print_header(cfg, None, device, amp, ddp, ckpt["step"] if ckpt else 0)
+        return {"rank": ddp.rank, "dry_run": True, "out": str(out)}
+    if ddp.on:
+        dist.barrier()                    # every rank has checked --out before rank 0 changes it
+    if ddp.rank == 0:
+        make_folder(out, "--out")
+        if overwrite:
+            for f in existing:
+                (out / f).unlink()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
     task, cur = cfg.task_spec(), cfg.curriculum_schedule()
     init = initialisers.load(cfg.init_from).build(cfg) if cfg.init_from is not None else None
@@ -209,7 +168,6 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng([cfg.seed, ddp.rank])
     # auto: bf16 on GPU, except from a construction (bf16 loses every construction: README, Precision)
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and cfg.init_from is None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
     step = 0
@@ -233,39 +191,58 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     bar = _progress(cfg.steps, step, disabled=quiet or ddp.rank != 0)
     last = {"loss": float("nan"), "zero_loss": float("nan")}
     t_log, step_log = time.perf_counter(), step
-    while step < cfg.steps:
-        stage = cur.at(step)
-        prompt = encode(task.sample(rng, local_batch, stage["points"],
-                                    stage["dims"] if task.uses_dim_curriculum else None))
-        tokens, targets, weight = _to_device(prompt, device)
-        model.train()
-        with autocast:
-            loss = loss_mod(tokens, targets, weight, stage["loops"], cfg.delta_T, cfg.truncate)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        opt.step()
-        step += 1
-        bar.update(1)
-        final = step == cfg.steps or step == stop_after
-        if step % cfg.log_every == 0 or final:                      # the only host syncs
-            loss_val = _mean_over_ranks(loss.detach(), ddp)
-            now = time.perf_counter()
-            last = {"loss": loss_val, "zero_loss": zero_loss(prompt)}
-            metrics.write(step=step, kind="train", **last, T=stage["loops"], points=stage["points"],
-                          dims=stage["dims"], samples_per_s=(step - step_log) * cfg.batch_size / (now - t_log))
-            t_log, step_log = now, step
-            bar.set_postfix(loss=f"{loss_val:.4g}", zero=f"{last['zero_loss']:.3g}", T=stage["loops"])
-        if ddp.rank == 0 and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
-            metrics.write(step=step, kind="eval", **evaluate_now(cfg, model, device, stage, autocast, encode),
-                          T=stage["loops"], points=stage["points"], dims=stage["dims"])
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or final:
-            _save(ckpt_path, cfg, model, opt, rng, step, stage, ddp)
-        if step == stop_after:
-            break
-    bar.close()
-    metrics.close()
+    watch = Divergence(device, ddp, step, step if ckpt is not None else None)
+    try:
+        with Interrupts() as stop:
+            while step < cfg.steps:
+                stage = cur.at(step)
+                prompt = encode(task.sample(rng, local_batch, stage["points"],
+                                            stage["dims"] if task.uses_dim_curriculum else None))
+                tokens, targets, weight = _to_device(prompt, device)
+                model.train()
+                with autocast:
+                    loss = loss_mod(tokens, targets, weight, stage["loops"], cfg.delta_T, cfg.truncate)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr_at(step)
+                opt.step()
+                step += 1
+                watch.update(loss.detach())
+                bar.update(1)
+                final = step == cfg.steps or step == stop_after
+                logged = step % cfg.log_every == 0 or final
+                if logged:                                              # the only host syncs
+                    loss_val = _mean_over_ranks(loss.detach(), ddp)
+                    now = time.perf_counter()
+                    last = {"loss": loss_val, "zero_loss": zero_loss(prompt)}
+                    metrics.write(step=step, kind="train", **last, T=stage["loops"], points=stage["points"],
+                                  dims=stage["dims"], samples_per_s=(step - step_log) * cfg.batch_size / (now - t_log))
+                    t_log, step_log = now, step
+                    bar.set_postfix(loss=f"{loss_val:.4g}", zero=f"{last['zero_loss']:.3g}", T=stage["loops"])
+                    watch.check(cfg, step)
+                if ddp.rank == 0 and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
+                    metrics.write(step=step, kind="eval", **evaluate_now(cfg, model, device, stage, autocast, encode),
+                                  T=stage["loops"], points=stage["points"], dims=stage["dims"])
+                signum = agreed_signal(stop, ddp, logged, device)
+                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or final or signum:
+                    watch.check(cfg, step, model)                       # never save diverged weights
+                    _save(ckpt_path, cfg, model, opt, rng, step, stage, ddp)
+                    watch.saved = step
+                if signum:
+                    raise RunStopped(128 + signum, f"interrupted by {signal.Signals(signum).name} at step {step}: "
+                                     f"checkpoint written to {ckpt_path}; continue with the same command and --resume")
+                if step == stop_after:
+                    break
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise RunStopped(EXIT_USAGE, f"out of memory at step {step + 1} (batch_size={cfg.batch_size}, "
+                         f"n_points={cfg.n_points}, width={cfg.width}): lower --batch-size; the last checkpoint "
+                         f"is {'at step ' + str(watch.saved) if watch.saved is not None else 'none'}") from None
+    finally:
+        bar.close()
+        metrics.close()
     return {"rank": ddp.rank, "step": step, "final_loss": last["loss"], "zero_loss": last["zero_loss"],
             "out": str(out)}
 
@@ -305,9 +282,10 @@ def _save(path: Path, cfg, model, opt, rng, step: int, stage: dict, ddp: Dist) -
                                 "rng": states, "curriculum": stage, "config": cfg.to_dict()}, path)
 
 
-def _load_for_resume(cfg: TrainConfig, path: Path) -> dict | None:
+def _load_for_resume(cfg: TrainConfig, path: Path, stop_after: int) -> dict:
     if not path.exists():
-        raise UsageError(f"--resume: no checkpoint at {path}")
+        raise UsageError(f"--resume: no checkpoint at {path} (start the run without --resume, or with "
+                         "--overwrite if the folder holds an unfinished run)")
     try:
         ckpt = checkpoint.load(path)                    # never unpickles code (docs/run-folders.md)
     except checkpoint.CheckpointError as e:
@@ -319,6 +297,10 @@ def _load_for_resume(cfg: TrainConfig, path: Path) -> dict | None:
         k = changed[0]
         raise UsageError(f"--resume: {k}={new[k]!r} differs from the checkpoint's {old.get(k)!r} "
                          f"(may change: {', '.join(sorted(RESUMABLE_CHANGES))})")
+    for flag, value in (("--steps", cfg.steps), ("--stop-after", stop_after or None)):
+        if value is not None and value <= ckpt["step"]:
+            raise UsageError(f"{flag}={value} is invalid with --resume: expected an integer above the "
+                             f"checkpoint's step {ckpt['step']}")
     return ckpt
 
 
@@ -333,7 +315,8 @@ def _print_header(cfg: TrainConfig, model, device, amp: bool, ddp: Dist, step: i
           f"(T, delta_T)=({cfg.train_loops}, {cfg.delta_T})", flush=True)
     if init is not None:
         print(f"  {init.description}", flush=True)
-    print(f"  params={param_count(model):,} device={device} dtype=float32 autocast={'bf16' if amp else 'off'} "
+    params = f"params={param_count(model):,}" if model is not None else "dry run (nothing written)"
+    print(f"  {params} device={device} dtype=float32 autocast={'bf16' if amp else 'off'} "
           f"compile={cfg.compile} seed={cfg.seed} batch={cfg.batch_size} processes={ddp.world} "
           f"lr={cfg.lr} (warmup={cfg.warmup}, {cfg.schedule}) steps={cfg.steps} start_step={step} out={cfg.out}", flush=True)
 

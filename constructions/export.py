@@ -42,6 +42,7 @@ from safetensors.torch import save_file
 from algoformer import AlgoFormer, AlgoFormerConfig, LayerConfig
 
 from .bridge import build_model
+from .causal_gd import DecoderConstruction
 from .export_check import FORMAT, VERSION, ExportError, load_checked, read_json
 from .layout import Layout
 from .prompt import Construction, Readout
@@ -77,7 +78,13 @@ def export_model(model: AlgoFormer, path: str | Path, extra: dict | None = None)
 
 
 def _write(state: dict[str, torch.Tensor], meta: dict, path) -> tuple[Path, Path]:
+    if not str(path).strip() or Path(path).name in ("", ".", ".."):
+        raise ValueError(f"path={str(path)!r} is invalid: expected a file stem such as 'out/gd' (writes "
+                         "out/gd.safetensors and out/gd.json)")
     st, js = _paths(path)
+    for p in (st, js):
+        if p.is_dir():
+            raise ValueError(f"path={str(path)!r} is invalid: {str(p)!r} is a folder")
     st.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, indent=1)
     save_file(state, str(st), metadata={"algoformer": json.dumps(meta)})
@@ -101,16 +108,24 @@ def token_roles(N: int) -> list[str]:
     return [f"{k}_{i}" for i in range(1, N + 1) for k in ("x", "y")] + ["x_test", "sink"]
 
 
+def _prompt_kind(con: Construction) -> tuple[str, int, list[str]]:
+    """(kind, N, token roles): the encoder prompt of ``constructions.prompt``, or the causal prompt of
+    the decoder GD construction (Theorem 4.2: sink, x_1, y_1, ..., x_N, y_N, x_test)."""
+    if isinstance(con, DecoderConstruction):
+        N = con.assumptions["N"]
+        return "causal", N, ["sink"] + token_roles(N)[:-2] + ["x_test"]
+    return "encoder", con.pos.shape[0] - 1, con.token_roles()
+
+
 def construction_meta(con: Construction) -> dict:
     w, lay = con.weights, con.layout
-    N = con.pos.shape[0] - 1
-    roles = con.token_roles()
+    kind, N, roles = _prompt_kind(con)
     n = len(roles)
     layers = {s: [{"name": l.name, "mask": l.mask, "heads": [h.name for h in l.heads],
                    "ffn": l.ffn is not None} for l in getattr(w, s)] for s in STACKS}
     return {"layout": {"dim": lay.dim, "rows": lay.labels(), **{"blocks": lay.to_json()["blocks"]}},
             "layers": layers,
-            "prompt": {"kind": "encoder", "N": N, "n_tokens": n, "token_roles": roles,
+            "prompt": {"kind": kind, "N": N, "n_tokens": n, "token_roles": roles,
                        "pos": np.asarray(con.pos, float).tolist()},
             "construction": _class_meta(con),
             "readout": {"answer": _readout_json(con.answer, lay, n),
@@ -161,16 +176,25 @@ def decoder_meta(n_points: int) -> dict:
 
 
 def export_run(run_dir: str | Path, path: str | Path) -> tuple[Path, Path]:
-    """A training run's checkpoint (``algoformer.train``) with its training configuration and, for
-    regression tasks, where the answers are read."""
+    """A training run's checkpoint (``algoformer.train``) with its training configuration and where its
+    answers are read. A run from scratch on a regression task gets the decoder prompt (``decoder_meta``).
+    A run started from a construction (``--init-from``) reads the construction's own prompt: its export
+    holds that construction's layout, prompt (token roles, Lemma A.1 vectors) and read-out registers,
+    rebuilt through the same plug-in as the run, so ``load_construction`` encodes prompts for it and
+    ``load_model`` returns the fine-tuned model (its trained ``read_out`` reads the answer register)."""
     from algoformer.evaluate import load_run
+    from algoformer.training import initialisers
     cfg, model, step = load_run(run_dir)
-    if cfg.init_from is not None:          # its prompts are the construction's encoding, not decoder_meta's
-        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: it was initialised from the {cfg.init_from} "
-                         "construction; export_run writes runs on the task's own prompts (export the "
-                         "construction with export_construction)")
     extra = {"training": cfg.to_dict(), "step": step}
-    if cfg.task in ("linear", "representation"):
+    if cfg.init_from is not None:
+        con, _ = initialisers.load(cfg.init_from).construction(cfg)
+        meta = construction_meta(con)
+        meta["readout"]["answer"]["output"] = ("read_out: Linear(D, 1) at these tokens, trained; it started as "
+                                               "the exact selection of this register")
+        meta["notes"] = {**meta["notes"], "init_from": cfg.init_from,
+                         "fine_tuned": f"{step} training steps from the {cfg.init_from} construction"}
+        extra.update(meta)
+    elif cfg.task in ("linear", "representation"):
         extra.update(decoder_meta(cfg.n_points))
     return export_model(model, path, extra)
 
@@ -224,6 +248,8 @@ def load_construction(path: str | Path) -> Construction:
     weights = AlgoFormerWeights(lay, **stacks, notes=meta.get("notes", {}))
     recorded = meta.get("construction", {})
     cls = _construction_class(recorded)
+    if cls is Construction and meta["prompt"].get("kind") == "causal":    # exports without the class record
+        cls = DecoderConstruction
     extra = recorded.get("fields", {}) if cls is not Construction else {}
     return cls(weights, np.asarray(meta["prompt"]["pos"], float),
                answer=_readout_from_json(meta["readout"]["answer"]),

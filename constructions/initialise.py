@@ -273,11 +273,15 @@ class ConstructionInitialiser:
         self._check(cfg)
         return _shape(self, cfg.task, cfg.d, cfg.n_points, cfg.phi_seed, cfg)
 
-    def build(self, cfg) -> Initialised:
+    def construction(self, cfg) -> tuple[Construction, str]:
+        """The construction a run with this config starts from (calibrated as below), and its header text."""
         self._check(cfg)
         rng = np.random.default_rng(CALIBRATION_SEED)
         cal = split(cfg.task_spec().sample(rng, CALIBRATION_PROBLEMS, cfg.n_points))
-        con, info = self.make(cfg, cal)
+        return self.make(cfg, cal)
+
+    def build(self, cfg) -> Initialised:
+        con, info = self.construction(cfg)
         notes = dict(con.weights.notes)
         algorithm, step, features = self.reference
         return Initialised(trainable_model(con, cfg.attention), encoder_for(con),

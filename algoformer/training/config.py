@@ -7,6 +7,7 @@ shorter (set ``steps``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -14,6 +15,15 @@ from . import initialisers
 from .curriculum import Curriculum, yang_curriculum
 from .models import MODELS, ModelSpec
 from .prompts import TASKS, TaskSpec
+
+
+MAX_LOOPS = 10_000      # T, delta_T here; evaluate's --max-loops; verify's --iters: the same bound
+MAX_THREADS = 1024
+SEED_MAX = 2**64 - 1    # torch.manual_seed's range
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _check(cond: bool, field: str, value, allowed: str) -> None:
@@ -66,19 +76,27 @@ class TrainConfig:
                      "eval_batch", "curriculum_interval", "loop_interval"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, name, v, "an integer >= 1")
-        for name in ("eval_every", "ckpt_every", "seed", "phi_seed", "threads", "warmup"):
+        for name in ("eval_every", "ckpt_every", "warmup"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 0, name, v, "an integer >= 0")
-        _check(self.noise >= 0, "noise", self.noise, "a float >= 0")
-        _check(self.lr > 0, "lr", self.lr, "a float > 0")
+        for name in ("seed", "phi_seed"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and 0 <= v <= SEED_MAX, name, v, f"an integer in [0, 2**64 - 1]")
+        _check(isinstance(self.threads, int) and 0 <= self.threads <= MAX_THREADS, "threads", self.threads,
+               f"an integer in [0, {MAX_THREADS}] (0 = torch's default)")
+        _check(_finite(self.noise) and self.noise >= 0, "noise", self.noise, "a finite float >= 0")
+        _check(_finite(self.lr) and self.lr > 0, "lr", self.lr, "a finite float > 0")
         _check(self.schedule in ("constant", "cosine"), "schedule", self.schedule, "one of constant, cosine")
-        _check(0 <= self.lr_min <= self.lr, "lr_min", self.lr_min, f"a float in [0, lr={self.lr}]")
+        _check(_finite(self.lr_min) and 0 <= self.lr_min <= self.lr, "lr_min", self.lr_min,
+               f"a float in [0, lr={self.lr}]")
+        _check(self.attention in ("sdpa", "exact"), "attention", self.attention, "one of sdpa, exact")
         _check(self.warmup < self.steps or self.warmup == 0, "warmup", self.warmup,
                f"an integer in [0, steps={self.steps})")
         if self.model != "standard":
-            _check(isinstance(self.T, int) and self.T >= 1, "T", self.T, "an integer >= 1 for a looped model")
-            _check(isinstance(self.delta_T, int) and 1 <= self.delta_T, "delta_T", self.delta_T,
-                   "an integer >= 1")
+            _check(isinstance(self.T, int) and 1 <= self.T <= MAX_LOOPS, "T", self.T,
+                   f"an integer in [1, {MAX_LOOPS}] for a looped model")
+            _check(isinstance(self.delta_T, int) and 1 <= self.delta_T <= MAX_LOOPS, "delta_T", self.delta_T,
+                   f"an integer in [1, {MAX_LOOPS}]")
         if self.task == "ar":
             _check(self.n_points > 3, "n_points", self.n_points, "an integer > q = 3 for the AR task")
         _check(self.init_scale in ("gpt2", "fan_in"), "init_scale", self.init_scale, "one of gpt2, fan_in")
@@ -86,7 +104,7 @@ class TrainConfig:
         _check(self.attention in ("sdpa", "exact", "linear"), "attention", self.attention,
                "one of sdpa, exact, linear")
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                "device", self.device, "one of auto, cpu, cuda, cuda:K")
         self.task_spec(), self.curriculum_schedule()   # their own validation
         if self.init_from is None:

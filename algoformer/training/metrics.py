@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from .guards import dumps
+
 COLUMNS = ("step", "kind", "loss", "zero_loss", "T", "points", "dims", "samples_per_s")
 
 
@@ -42,7 +44,7 @@ class MetricsWriter:
         if self.csv:
             self._w.writerow(row)
         else:
-            self._f.write(json.dumps(row) + "\n")
+            self._f.write(dumps(row) + "\n")                 # NaN / inf as null: valid JSON
         self._f.flush()
 
     def close(self) -> None:
