@@ -79,7 +79,7 @@ def test_bad_argument_exits_2_with_one_line_and_writes_nothing(args, needle, run
 
 @pytest.mark.parametrize("kind, needle", [("file", "existing file"), ("under_a_file", "is a file"),
                                           ("missing_run", "no such folder"), ("run_is_file", "is a file"),
-                                          ("twice", "given twice"), ("torn", "cannot be read")])
+                                          ("twice", "given twice"), ("torn", "is not a checkpoint")])
 def test_bad_paths_are_refused_before_any_work(kind, needle, runs, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
