@@ -5,6 +5,7 @@ Bad arguments exit with status 2 and one line naming the argument and what is al
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -13,7 +14,10 @@ from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
 from .algorithms import ALGORITHMS, Options
 from .emulate import tf32_matmuls
-from .report import format_config, format_table, verdict_lines, write_json, write_plot
+from . import progress
+from .outputs import OutputError, check_outputs
+from .plot import write_plot
+from .report import format_config, format_table, split_verdict, verdict_lines, wrap, write_json
 from .sweep import PRECISIONS, available, run_sweep
 
 
@@ -53,7 +57,7 @@ class AllVariants(list):
 
 
 def _variants(s: str) -> list[str]:
-    names = AllVariants(VARIANTS) if s == "all" else [v.strip() for v in s.split(",")]
+    names = AllVariants(VARIANTS) if s == "all" else list(dict.fromkeys(v.strip() for v in s.split(",")))
     bad = [v for v in names if v not in VARIANTS]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of {', '.join(VARIANTS)}, got {s!r}")
@@ -94,47 +98,91 @@ def resolve_dtypes(s: str, device: str) -> list[str]:
     return names
 
 
-def add_common(p: argparse.ArgumentParser, step_name: str | None) -> None:
-    p.add_argument("--iters", type=_int_in(0, 10_000), default=20, help="loops T (default 20)")
-    p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples (default 40)")
-    p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension (default 20)")
-    p.add_argument("--problems", type=_int_in(1, 100_000), default=64, help="seeded problems (default 64)")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+STATUSES = """\
+statuses in the table (docs/verify-cli.md):
+  ok          the emulation tracks the algorithm: relative error <= 0.5 (copy: and within its bound)
+  lost        relative error above 0.5: the signal sank below rounding, or the output sank to ~0
+  overflow    a constructed weight (e^C/c, n/c, or copy's beta) lies beyond the dtype's range: not run
+  diverged    the run produced inf or NaN
+  over-bound  copy only: the raw copy error exceeds 2(n-1) e^(-beta margin) max|x| + (n+2) u
+  unzeroed    copy only: within the bound, but an empty window slot is not exactly 0 after the FFN
+marks: *auto = the automatic temperature (copy: the default beta); <best = the row the verdict cites
+(the smallest prediction error among the ok rows of the sweep)
+outputs (--json, --plot, --show-attention, --show-layout) are checked before any work; an existing
+file is overwritten only with --force; images take their format from the suffix (.png, .pdf, .svg)"""
+
+# Options an algorithm's run does not read: refused by name instead of being silently accepted.
+NOT_TAKEN = {"copy": {"--iters": "copy checks one copy block (Lemma A.3): it has no loops",
+                      "--variant": "the copy block has no linearised heads",
+                      "--register-bound": "the copy block has no zeroing gates"}}
+
+
+def _refuse(why: str):
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"argument {option_string}: not taken here ({why})")
+    return Refuse
+
+
+def add_common(p: argparse.ArgumentParser, algo) -> None:
+    step_name, refused = algo.step_name, NOT_TAKEN.get(algo.name, {})
+
+    def add(flag, **kw):
+        if flag in refused:
+            p.add_argument(flag, nargs="?", action=_refuse(refused[flag]), help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, **kw)
+    add("--iters", type=_int_in(0, 10_000), default=20, help="loops T, 0 to 10000 (default 20)")
+    p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples, 1 to 10000 (default 40)")
+    p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension, 1 to 1000 (default 20)")
+    p.add_argument("--problems", type=_int_in(1, 100_000), default=64,
+                   help="seeded problems, 1 to 100000 (default 64)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="seed of the problems (numpy default_rng) and of the positional embeddings, "
+                        "0 to 2^32-1 (default 0)")
     p.add_argument("--dtype", type=_dtypes, default="both", help=f"{DTYPE_HELP} (default both)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--variant", type=_variants, default=[DEFAULT_VARIANT],
-                   help=f"linearisation variant(s): comma list of {', '.join(VARIANTS)}, or all "
-                        f"(default {DEFAULT_VARIANT})")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="cpu, cuda, or auto (= cuda if available; default auto)")
+    add("--variant", type=_variants, default=[DEFAULT_VARIANT],
+        help=f"linearisation variant(s): comma list of {', '.join(VARIANTS)}, or all "
+             f"(default {DEFAULT_VARIANT})")
     p.add_argument("--x-bound", type=_positive_float, default=100.0,
                    help="declared bound on |x| entries that the gated FFNs assume (default 100)")
-    p.add_argument("--register-bound", type=_positive_float, default=1e8,
-                   help="declared bound on |registers| that the exact zeroing FFNs assume (default 1e8; "
-                        "problems whose numpy run exceeds it are listed and left out)")
+    add("--register-bound", type=_positive_float, default=1e8,
+        help="declared bound on |registers| that the exact zeroing FFNs assume (default 1e8; "
+             "problems whose numpy run exceeds it are listed and left out)")
     if step_name:
         p.add_argument(f"--{step_name}", type=_positive_float, default=None,
-                       help=f"step parameter {step_name} (default: chosen from the data)")
-    p.add_argument("--json", metavar="PATH", help="write configuration, rows and verdict as JSON")
-    p.add_argument("--plot", metavar="PATH", help="write error against temperature as PNG")
+                       help=f"step parameter {step_name}, positive (default: chosen from the data"
+                            + ("; copy: a grid of beta" if algo.name == "copy" else "") + ")")
+    p.add_argument("--json", metavar="PATH", help="write configuration, rows, verdict and notes as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write error against temperature as an image (.png, .pdf, .svg)")
     p.add_argument("--show-attention", metavar="PATH",
                    help="write attention heatmaps per head and loop (automatic temperature, first "
-                        "dtype and variant, first valid problem) as PNG")
+                        "dtype and variant, first valid problem) as an image")
     p.add_argument("--show-layout", metavar="PATH",
-                   help="write the residual stream by layout row over the loops as PNG (same model)")
-    p.add_argument("--quiet", action="store_true", help="print only the verdict")
+                   help="write the residual stream by layout row over the loops as an image (same model)")
+    p.add_argument("--force", action="store_true", help="overwrite output files that exist (default: refuse)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the configuration line and the verdict (no table, notes or progress)")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m verify",
+    parser = Parser(prog="python -m verify", allow_abbrev=False,
                     description="Compile the AlgoFormer constructions into weights, run them, and compare "
-                                "with plain numpy algorithms over a temperature sweep.")
+                                "with plain numpy algorithms over a temperature sweep.",
+                    epilog=STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="algorithm", metavar="ALGORITHM", parser_class=Parser)
     sub.required = True
     for algo in ALGORITHMS.values():
-        p = sub.add_parser(algo.name, help=algo.summary, description=algo.summary)
-        add_common(p, algo.step_name)
+        p = sub.add_parser(algo.name, help=algo.summary, description=algo.summary, allow_abbrev=False,
+                           epilog=STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_common(p, algo)
         if "q" in algo.options:
-            p.add_argument("--q", type=_int_in(1, 100), default=3, help="AR order: tokens copied (default 3)")
+            p.add_argument("--q", type=_int_in(1, 100), default=3,
+                           help="AR order: tokens copied, 1 to 100 and below --N (default 3)")
     p = sub.add_parser("symbolic", help="symbolic (sympy) proofs that the built layers compute the steps",
+                       allow_abbrev=False,
                        description="Build each lemma's layers with symbolic data and parameters, expand "
                                    "Eq. 1 in e^{-C} and c, and compare with the algorithm's step exactly.")
     p.add_argument("lemma", metavar="LEMMA", choices=SYMBOLIC_LEMMAS,
@@ -182,44 +230,112 @@ def _sweep(algo, opts: Options, iters: int, variants: list[str], dtypes: list[st
     return config, rows
 
 
+def size_error(algo, opts: Options, iters: int) -> str:
+    """Why these sizes cannot run (one line naming the option), or "". Checked before any work."""
+    if "q" in algo.options and opts.q >= opts.N:
+        return f"argument --q: expected an integer below --N={opts.N}, got {opts.q}"
+    if algo.name == "newton" and opts.N < opts.d:
+        return (f"argument --N: newton needs N >= d (S = X^T X is d x d of rank <= N, and Newton-Schulz "
+                f"targets S^-1, which exists only at full rank); got N={opts.N} < d={opts.d}")
+    # the largest arrays: iterates (T+1) N d per problem, decoder-gd's prefix moments N d^2
+    need = 8.0 * opts.problems * (opts.N + 2) * opts.d * (iters + 2 + opts.d) * (opts.q if "q" in algo.options else 1)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have / 2:
+        return (f"argument --problems: problems={opts.problems} at N={opts.N}, d={opts.d}, iters={iters} needs "
+                f"about {need / 2**30:.3g} GiB, more than half of this machine's {have / 2**30:.3g} GiB; "
+                f"lower --problems, --N, --d or --iters")
+    return ""
+
+
+def _views_error(algo, args) -> str:
+    if (args.show_attention or args.show_layout) and algo.name == "copy" and args.beta is None:
+        flag = "--show-attention" if args.show_attention else "--show-layout"
+        return f"argument {flag}: copy sweeps a grid of beta; pass --beta to choose the model to draw"
+    return ""
+
+
+def _first_config(algo, args, opts: Options, device: str, dtypes: list[str], variants: list[str] | None) -> dict:
+    """What the run is asked to do, printed before any work (the sweep adds what it finds)."""
+    c = {"algorithm": algo.name, "N": opts.N, "d": opts.d}
+    if "q" in algo.options:
+        c["q"] = opts.q
+    if args.iters is not None:
+        c["iters"] = args.iters
+    c.update(problems=opts.problems, seed=opts.seed, device=device, dtypes=dtypes)
+    if variants is not None:
+        c["variants"] = variants
+    if opts.step is not None:
+        c[algo.step_name] = opts.step
+    c["x_bound"] = opts.x_bound
+    if args.register_bound is not None:
+        c["register_bound"] = opts.register_bound
+    c["torch"] = torch.__version__
+    return c
+
+
 def run_algorithm(args: argparse.Namespace) -> int:
     algo = ALGORITHMS[args.algorithm]
+    for flag in NOT_TAKEN.get(algo.name, {}):           # not registered for this algorithm
+        setattr(args, flag[2:].replace("-", "_"), None)
     device = resolve_device(args.device)
     dtypes = resolve_dtypes(args.dtype, device)
+    iters = 0 if args.iters is None else args.iters
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
-                   register_bound=args.register_bound,
+                   register_bound=args.register_bound or Options.register_bound,
                    step=getattr(args, algo.step_name), q=getattr(args, "q", 3))
-    if "q" in algo.options and args.q >= args.N:
-        raise ArgumentError(f"argument --q: expected an integer below --N={args.N}, got {args.q}")
+    why = size_error(algo, opts, iters) or _views_error(algo, args)
+    if why:
+        raise ArgumentError(why)
     variants = args.variant
     if isinstance(variants, AllVariants):
         variants = [v for v in variants if algo.supports(v)]
-    else:
+    elif variants is not None:
         bad = [v for v in variants if not algo.supports(v)]
         if bad:
             raise ArgumentError(f"argument --variant: {bad[0]!r} needs mirrored values, which the {algo.name} "
                                 f"construction does not provide; expected one of "
                                 f"{', '.join(v for v in VARIANTS if algo.supports(v))}")
-    config, rows = _sweep(algo, opts, args.iters, variants, dtypes, device)
+    try:
+        check_outputs({"--json": args.json, "--plot": args.plot, "--show-attention": args.show_attention,
+                       "--show-layout": args.show_layout}, args.force)
+    except OutputError as e:
+        raise ArgumentError(str(e)) from None
+    first = _first_config(algo, args, opts, device, dtypes, variants)
+    print(format_config(first), flush=True)
+    with progress.session("sweep", enabled=not args.quiet):
+        config, rows = _sweep(algo, opts, iters, variants or [DEFAULT_VARIANT], dtypes, device)
     config["torch"] = torch.__version__
-    print(format_config(config))
+    found = format_config(config, shown=first)
+    if found and not args.quiet:
+        print(found)
+    n = 2 * args.N + 2
     if not rows:
-        print("verdict: every problem lies outside the construction's assumptions; nothing was run")
-        return 1
-    if not args.quiet:
+        verdict, notes = ["every problem lies outside the construction's assumptions; nothing was run."], []
+    else:
+        verdict, notes = split_verdict(algo.verdict(rows, n) if algo.verdict
+                                       else verdict_lines(rows, n, config.get("arithmetic_floor")))
+    if rows and not args.quiet:
         print(format_table(rows))
-    verdict = (algo.verdict(rows, 2 * args.N + 2) if algo.verdict
-               else verdict_lines(rows, 2 * args.N + 2, config.get("arithmetic_floor")))
     print("verdict:")
     for line in verdict:
-        print("  " + line)
+        print(wrap(line))
+    if notes and not args.quiet:
+        print("notes:")
+        for line in notes:
+            print(wrap(line))
     if args.json:
-        write_json(args.json, config, rows, verdict)
+        write_json(args.json, config, rows, verdict, notes)
+    if not rows:
+        for flag in ("--plot", "--show-attention", "--show-layout"):
+            if getattr(args, flag[2:].replace("-", "_")):
+                print(f"{flag}: not written (nothing was run)", file=sys.stderr)
+        return 1
     if args.plot:
-        write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}, T={args.iters}")
+        write_plot(args.plot, rows, f"{algo.name}: N={args.N}, d={args.d}" + (f", T={iters}" if args.iters else ""),
+                   config)
     if args.show_attention or args.show_layout:
         from .views import cli_views
-        cli_views(algo, opts, config, args.variant[0], dtypes[0], args.iters, args.show_attention,
+        cli_views(algo, opts, config, (variants or [DEFAULT_VARIANT])[0], dtypes[0], iters, args.show_attention,
                   args.show_layout)
     return 0
 
@@ -234,3 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("python -m verify: error: out of memory; lower --problems, --N, --d or --iters", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("python -m verify: interrupted; no output file was written", file=sys.stderr)
+        return 130
