@@ -5,7 +5,8 @@ markers on it, diverged and overflow rows (no finite error) crosses along the to
 exact 0 (which a log axis cannot show) a downward triangle on a marked line below the smallest
 positive error. The algorithm's own error in each arithmetic (numpy, the configuration's
 ``arithmetic_floor``) is a grey reference line in that dtype's line style. Colour and marker tell
-the variant, line style the dtype; the legend sits outside the axes. copy rows are drawn against
+the variant, line style the dtype (one legend entry each); the legend sits outside the axes, and
+overflow rows far beyond the data are drawn at the right edge. copy rows are drawn against
 beta, with the bound 2(n-1) e^(-beta margin) (per unit max|x|) as the reference line.
 """
 from __future__ import annotations
@@ -38,18 +39,23 @@ def write_plot(path: str, rows: list[Row], title: str, config: dict | None = Non
     for r in rows:
         groups.setdefault((r.dtype, r.variant), []).append(r)
     variants = list(dict.fromkeys(v for _, v in groups))
+    dtypes = list(dict.fromkeys(d for d, _ in groups))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(variants) > len(colours):
+        colours = [plt.get_cmap("tab20")(i) for i in range(20)]
+    xs = [x_of(r) for r in rows if math.isfinite(r.error_prediction) and math.isfinite(r.theta)]
+    x_max = max(xs) * 30 if xs else math.inf       # overflow rows far beyond the data sit at this edge
     fig, ax = plt.subplots(figsize=(10, 5))
     top = blended_transform_factory(ax.transData, ax.transAxes)
-    zeros = lost = broken = False
+    zeros = lost = broken = beyond = False
+    handles = []
     for (dtype, variant), rs in groups.items():
         k = variants.index(variant)
         colour, marker = colours[k % len(colours)], MARKERS[k % len(MARKERS)]
         finite = sorted((r for r in rs if not r.auto and math.isfinite(r.error_prediction)
                          and math.isfinite(r.theta)), key=x_of)
         ys = [r.error_prediction if r.error_prediction > 0 else zero_y for r in finite]
-        ax.plot([x_of(r) for r in finite], ys, linestyle=_style(dtype), color=colour, lw=1.2,
-                label=f"{dtype} {variant}")
+        ax.plot([x_of(r) for r in finite], ys, linestyle=_style(dtype), color=colour, lw=1.1)
         for r, y in zip(finite, ys):
             hollow = r.status != "ok"
             lost |= hollow
@@ -59,11 +65,19 @@ def write_plot(path: str, rows: list[Row], title: str, config: dict | None = Non
         for r in rs:
             if not math.isfinite(r.error_prediction) and math.isfinite(r.theta):
                 broken = True
-                ax.plot([x_of(r)], [0.97], marker="x", ms=6, color=colour, transform=top, linestyle="none",
-                        clip_on=False)
+                far = x_of(r) > x_max
+                beyond |= far
+                ax.plot([min(x_of(r), x_max)], [0.97], marker=">" if far else "x", ms=6, color=colour,
+                        transform=top, linestyle="none", clip_on=False)
             elif r.auto and math.isfinite(r.error_prediction) and not copy:
                 ax.plot([x_of(r)], [r.error_prediction or zero_y], "*", ms=11, color=colour,
                         markerfacecolor="none" if r.status != "ok" else colour, linestyle="none")
+    for k, variant in enumerate(variants):
+        handles += ax.plot([], [], color=colours[k % len(colours)], marker=MARKERS[k % len(MARKERS)], ms=4,
+                           label=variant)
+    if len(dtypes) > 1 or len(variants) > 1:
+        for dtype in dtypes:
+            handles += ax.plot([], [], color="k", linestyle=_style(dtype), label=f"line: {dtype}")
     if copy:
         bound = sorted((r for r in rows if math.isfinite(r.bound_step) and r.bound_step > 0), key=x_of)
         ax.plot([x_of(r) for r in bound], [r.bound_step for r in bound], color="0.5", lw=1, linestyle="-.",
@@ -79,10 +93,14 @@ def write_plot(path: str, rows: list[Row], title: str, config: dict | None = Non
         ax.plot([], [], "ko", ms=4, markerfacecolor="none", label="hollow: lost (error > 0.5)")
     if broken:
         ax.plot([], [], "kx", ms=6, label="x on top: overflow or diverged (no error)")
+    if beyond:
+        ax.plot([], [], "k>", ms=6, label="> on top: the same, far beyond the edge")
     if any(r.auto for r in rows) and not copy:
         ax.plot([], [], "k*", ms=9, label="star: automatic temperature")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if beyond:
+        ax.set_xlim(min(xs) / 2, x_max * 1.5)
     if copy:
         ax.set_xlabel("beta   (positional score scale; the leak is e^(-beta margin))")
         ax.set_ylabel("block error relative to max|x| (max over problems)")
