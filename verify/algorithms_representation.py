@@ -265,6 +265,10 @@ def copy_verdict(rows: list, n: int):
         first = (f"is exactly 0 on these data from beta={1 / exact[0].theta:.3g} on" if exact
                  else "is never exactly 0 on this grid")
         broke = len(rs) - len(ran)
+        if not ran:
+            out.append(f"{dtype} copy: no beta could run: {rs[0].status} at every one (beta*margin up to "
+                       f"{max(r.C for r in rs):.3g}; the weights carry beta).")
+            continue
         out.append(f"{dtype} copy: the raw error is within its bound at {held} of {len(ran)} betas run"
                    f"{f' ({broke} overflowed or diverged)' if broke else ''} and {first}; empty slots are "
                    f"{'exactly 0' if zeroed else 'NOT zero'} after the FFN.")

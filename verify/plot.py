@@ -101,6 +101,10 @@ def write_plot(path: str, rows: list[Row], title: str, config: dict | None = Non
     ax.set_yscale("log")
     if beyond:
         ax.set_xlim(min(xs) / 2, x_max * 1.5)
+    floors = [f["prediction_max"] for f in ((config or {}).get("arithmetic_floor") or {}).values()
+              if f.get("prediction_max", 0) > 0]
+    tops = positive + floors + ([r.bound_step for r in rows if math.isfinite(r.bound_step)] if copy else [])
+    ax.set_ylim(min([zero_y] + floors) / 3, max(tops + [1.0]) * 5)   # a bound far below the data must not squash it
     if copy:
         ax.set_xlabel("beta   (positional score scale; the leak is e^(-beta margin))")
         ax.set_ylabel("block error relative to max|x| (max over problems)")
