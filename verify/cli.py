@@ -5,123 +5,21 @@ Bad arguments exit with status 2 and one line naming the argument and what is al
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
 
 from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
+from . import progress
 from .algorithms import ALGORITHMS, Options
 from .emulate import tf32_matmuls
-from . import progress
+from .options import (DTYPE_HELP, NOT_TAKEN, STATUSES, AllVariants, ArgumentError, Parser, _dtypes, _int_in,
+                      _positive_float, _refuse, _variants, _views_error, resolve_dtypes, size_error)
 from .outputs import OutputError, check_outputs
 from .plot import write_plot
 from .report import format_config, format_table, split_verdict, verdict_lines, wrap, write_json
-from .sweep import PRECISIONS, available, run_sweep
-
-
-class ArgumentError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, never a traceback
-        raise ArgumentError(message)
-
-
-def _int_in(lo: int, hi: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-    return parse
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive float, got {s!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite float, got {s!r}")
-    return v
-
-
-class AllVariants(list):
-    """``--variant all``: every variant the chosen algorithm's construction supports."""
-
-
-def _variants(s: str) -> list[str]:
-    names = AllVariants(VARIANTS) if s == "all" else list(dict.fromkeys(v.strip() for v in s.split(",")))
-    bad = [v for v in names if v not in VARIANTS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of {', '.join(VARIANTS)}, got {s!r}")
-    return names
-
-
-DTYPE_WORDS = {"both": ["float64", "float32"], "all": [k for k, p in PRECISIONS.items() if p.attention is None]}
-DTYPE_HELP = (f"{', '.join(PRECISIONS)} (+attnNN: the attention in the wider dtype), both (= float64,float32), "
-              "all (every plain one the device has), or a comma list")
-
-
-def _dtypes(s: str) -> str:
-    """Checks the names; the device check (tf32 needs CUDA) comes once the device is resolved."""
-    if s in DTYPE_WORDS:
-        return s
-    names = [v.strip() for v in s.split(",")]
-    if not s or any(v not in PRECISIONS for v in names):
-        raise argparse.ArgumentTypeError(f"expected one of {DTYPE_HELP}, got {s!r}")
-    return s
-
-
-def resolve_dtypes(s: str, device: str) -> list[str]:
-    """The dtype names to run on ``device``. ``all`` skips (with a printed note) those the device
-    lacks; naming one the device lacks is an argument error."""
-    if s == "all":
-        names = [v for v in DTYPE_WORDS["all"] if available(v, device)]
-        for v in DTYPE_WORDS["all"]:
-            if not available(v, device):
-                print(f"note: --dtype all skips {v} (it needs {' or '.join(PRECISIONS[v].devices)}; device={device})")
-        return names
-    names = list(dict.fromkeys(DTYPE_WORDS.get(s) or [v.strip() for v in s.split(",")]))
-    bad = [v for v in names if not available(v, device)]
-    if bad:
-        allowed = ", ".join(v for v in PRECISIONS if available(v, device))
-        raise ArgumentError(f"argument --dtype: {bad[0]!r} needs device "
-                            f"{' or '.join(PRECISIONS[bad[0]].devices)}, but device={device}; "
-                            f"allowed here: {allowed}, both, all, or a comma list")
-    return names
-
-
-STATUSES = """\
-statuses in the table (docs/verify-cli.md):
-  ok          the emulation tracks the algorithm: relative error <= 0.5 (copy: and within its bound)
-  lost        relative error above 0.5: the signal sank below rounding, or the output sank to ~0
-  overflow    a constructed weight (e^C/c, n/c, or copy's beta) lies beyond the dtype's range: not run
-  diverged    the run produced inf or NaN
-  over-bound  copy only: the raw copy error exceeds 2(n-1) e^(-beta margin) max|x| + (n+2) u
-  unzeroed    copy only: within the bound, but an empty window slot is not exactly 0 after the FFN
-marks: *auto = the automatic temperature (copy: the default beta); <best = the row the verdict cites
-(the smallest prediction error among the ok rows of the sweep)
-outputs (--json, --plot, --show-attention, --show-layout) are checked before any work; an existing
-file is overwritten only with --force; images take their format from the suffix (.png, .pdf, .svg)"""
-
-# Options an algorithm's run does not read: refused by name instead of being silently accepted.
-NOT_TAKEN = {"copy": {"--iters": "copy checks one copy block (Lemma A.3): it has no loops",
-                      "--variant": "the copy block has no linearised heads",
-                      "--register-bound": "the copy block has no zeroing gates"}}
-
-
-def _refuse(why: str):
-    class Refuse(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            parser.error(f"argument {option_string}: not taken here ({why})")
-    return Refuse
+from .sweep import PRECISIONS, run_sweep
 
 
 def add_common(p: argparse.ArgumentParser, algo) -> None:
@@ -230,30 +128,6 @@ def _sweep(algo, opts: Options, iters: int, variants: list[str], dtypes: list[st
     return config, rows
 
 
-def size_error(algo, opts: Options, iters: int) -> str:
-    """Why these sizes cannot run (one line naming the option), or "". Checked before any work."""
-    if "q" in algo.options and opts.q >= opts.N:
-        return f"argument --q: expected an integer below --N={opts.N}, got {opts.q}"
-    if algo.name == "newton" and opts.N < opts.d:
-        return (f"argument --N: newton needs N >= d (S = X^T X is d x d of rank <= N, and Newton-Schulz "
-                f"targets S^-1, which exists only at full rank); got N={opts.N} < d={opts.d}")
-    # the largest arrays: iterates (T+1) N d per problem, decoder-gd's prefix moments N d^2
-    need = 8.0 * opts.problems * (opts.N + 2) * opts.d * (iters + 2 + opts.d) * (opts.q if "q" in algo.options else 1)
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have / 2:
-        return (f"argument --problems: problems={opts.problems} at N={opts.N}, d={opts.d}, iters={iters} needs "
-                f"about {need / 2**30:.3g} GiB, more than half of this machine's {have / 2**30:.3g} GiB; "
-                f"lower --problems, --N, --d or --iters")
-    return ""
-
-
-def _views_error(algo, args) -> str:
-    if (args.show_attention or args.show_layout) and algo.name == "copy" and args.beta is None:
-        flag = "--show-attention" if args.show_attention else "--show-layout"
-        return f"argument {flag}: copy sweeps a grid of beta; pass --beta to choose the model to draw"
-    return ""
-
-
 def _first_config(algo, args, opts: Options, device: str, dtypes: list[str], variants: list[str] | None) -> dict:
     """What the run is asked to do, printed before any work (the sweep adds what it finds)."""
     c = {"algorithm": algo.name, "N": opts.N, "d": opts.d}
@@ -273,12 +147,27 @@ def _first_config(algo, args, opts: Options, device: str, dtypes: list[str], var
     return c
 
 
+def _underflowed_step(verdict: list[str], config: dict, step_name: str, dtypes: list[str]) -> list[str]:
+    """A step parameter below a dtype's smallest number rounds to 0 in that dtype: where every row then
+    lost the signal, the generic verdict would blame the unit roundoff. Say what happened instead."""
+    step = config.get(step_name)
+    out = list(verdict)
+    for dtype in dtypes:
+        f = torch.finfo(PRECISIONS[dtype].storage)
+        if isinstance(step, float) and 0 < step < f.smallest_normal * f.eps / 2:
+            out = [(f"{line.split(':')[0]}: the signal is lost at every temperature: {step_name}={step:.3g} is "
+                    f"below {dtype}'s smallest number ({f.smallest_normal * f.eps:.1e}) and rounds to 0 there."
+                    if line.startswith(dtype + " ") and "signal is lost" in line else line) for line in out]
+    return out
+
+
 def run_algorithm(args: argparse.Namespace) -> int:
     algo = ALGORITHMS[args.algorithm]
     for flag in NOT_TAKEN.get(algo.name, {}):           # not registered for this algorithm
         setattr(args, flag[2:].replace("-", "_"), None)
     device = resolve_device(args.device)
-    dtypes = resolve_dtypes(args.dtype, device)
+    skipped: list[str] = []
+    dtypes = resolve_dtypes(args.dtype, device, skipped)
     iters = 0 if args.iters is None else args.iters
     opts = Options(N=args.N, d=args.d, problems=args.problems, seed=args.seed, x_bound=args.x_bound,
                    register_bound=args.register_bound or Options.register_bound,
@@ -302,6 +191,8 @@ def run_algorithm(args: argparse.Namespace) -> int:
         raise ArgumentError(str(e)) from None
     first = _first_config(algo, args, opts, device, dtypes, variants)
     print(format_config(first), flush=True)
+    for line in skipped:
+        print(line, flush=True)
     with progress.session("sweep", enabled=not args.quiet):
         config, rows = _sweep(algo, opts, iters, variants or [DEFAULT_VARIANT], dtypes, device)
     config["torch"] = torch.__version__
@@ -314,6 +205,7 @@ def run_algorithm(args: argparse.Namespace) -> int:
     else:
         verdict, notes = split_verdict(algo.verdict(rows, n) if algo.verdict
                                        else verdict_lines(rows, n, config.get("arithmetic_floor")))
+    verdict = _underflowed_step(verdict, config, algo.step_name, dtypes)
     if rows and not args.quiet:
         print(format_table(rows))
     print("verdict:")
