@@ -25,7 +25,8 @@ def _style(dtype: str):
     return STYLES.get(dtype, "-." if "+" in dtype else "-")
 
 
-def write_plot(path: str, rows: list[Row], title: str, config: dict | None = None) -> None:
+def write_plot(path: str, rows: list[Row], title: str, config: dict | None = None) -> list[str]:
+    """Writes the figure (format from the suffix) and returns its legend's labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -113,8 +114,9 @@ def write_plot(path: str, rows: list[Row], title: str, config: dict | None = Non
         ax.set_ylabel("relative error of the prediction (max over problems)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt, bbox_inches="tight"))
     plt.close(fig)
+    return [t.get_text() for t in legend.get_texts()]
