@@ -242,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as e:
         print(f"python -m verify: error: {e}", file=sys.stderr)
         return 2
-    except MemoryError:
+    except (MemoryError, RuntimeError) as e:        # torch's allocator raises RuntimeError
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise
         print("python -m verify: error: out of memory; lower --problems, --N, --d or --iters", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m verify: interrupted; no output file was written", file=sys.stderr)
+        print("python -m verify: interrupted (each output file is written whole or not at all)", file=sys.stderr)
         return 130

@@ -130,8 +130,10 @@ def size_error(algo, opts: Options, iters: int) -> str:
     if algo.name == "newton" and opts.N < opts.d:
         return (f"argument --N: newton needs N >= d (S = X^T X is d x d of rank <= N, and Newton-Schulz "
                 f"targets S^-1, which exists only at full rank); got N={opts.N} < d={opts.d}")
-    # the largest arrays: iterates (T+1) N d per problem, decoder-gd's prefix moments N d^2
-    need = 8.0 * opts.problems * (opts.N + 2) * opts.d * (iters + 2 + opts.d) * (opts.q if "q" in algo.options else 1)
+    # the largest arrays: iterates (T+1) N d per problem, decoder-gd's prefix moments N d^2, and the
+    # attention patterns, a few n x n with n = 2N + 2 tokens (float64: 8 bytes)
+    q = opts.q if "q" in algo.options else 1
+    need = 8.0 * opts.problems * ((opts.N + 2) * opts.d * (iters + 2 + opts.d) * q + 4 * (2 * opts.N + 2) ** 2)
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have / 2:
         return (f"argument --problems: problems={opts.problems} at N={opts.N}, d={opts.d}, iters={iters} needs "
