@@ -129,7 +129,7 @@ POOL = {   # values valid and invalid; valid sizes stay tiny so that a run that 
 SMALL = ["--N", "3", "--d", "2", "--problems", "1", "--iters", "1", "--dtype", "float64"]
 
 
-@settings(max_examples=int(os.environ.get("VERIFY_FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("VERIFY_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(algo=st.sampled_from(["gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "symbolic"]),
        picks=st.lists(st.tuples(st.sampled_from(sorted(POOL)), st.integers(0, 8)), max_size=5),
        positional=st.sampled_from([[], ["A.9"], ["x"]]))

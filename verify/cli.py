@@ -5,6 +5,7 @@ Bad arguments exit with status 2 and one line naming the argument and what is al
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -201,7 +202,9 @@ def run_algorithm(args: argparse.Namespace) -> int:
         print(found)
     n = 2 * args.N + 2
     if not rows:
-        verdict, notes = ["every problem lies outside the construction's assumptions; nothing was run."], []
+        why = list(dict.fromkeys(config.get("excluded", {}).values()))
+        verdict, notes = [f"every problem lies outside the construction's assumptions ({'; '.join(why[:2])}"
+                          f"{'; ...' if len(why) > 2 else ''}); nothing was run."], []
     else:
         verdict, notes = split_verdict(algo.verdict(rows, n) if algo.verdict
                                        else verdict_lines(rows, n, config.get("arithmetic_floor")))
@@ -247,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("python -m verify: error: out of memory; lower --problems, --N, --d or --iters", file=sys.stderr)
         return 2
+    except BrokenPipeError:                         # e.g. piped into head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141                                  # 128 + SIGPIPE, as a shell reports it
     except KeyboardInterrupt:
         print("python -m verify: interrupted (each output file is written whole or not at all)", file=sys.stderr)
         return 130

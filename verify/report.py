@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections import defaultdict
 
@@ -174,11 +175,12 @@ def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> Verdic
             out.append(f"{key}: the prediction error is exactly 0 at theta={best.theta:.0e} (the best row).")
         else:
             at = f"a floor of {best.error_prediction:.2e} at theta={best.theta:.0e}"
-            alg = f"; that is {best.error_prediction / f:.3g}x numpy's own {base} error, {f:.2e}" if f > 0 else ""
-            out.append(_fit([f"{key}: the prediction error {law or 'has'} {at}, {short}{alg}.",
+            alg = f"; {best.error_prediction / f:.3g}x numpy's own {base} error ({f:.2e})" if f > 0 else ""
+            plain = re.sub(r" \(theta\^\d+\)", "", short)     # the law already names the power
+            out.append(_fit([f"{key}: the prediction error {law} {at}, {plain}{alg}." if law else "",
                              f"{key}: the prediction error has {at}, {short}{alg}.",
                              f"{key}: the prediction error has {at}, {short}."]))
-        notes = [f"floor set by {reason}"]
+        notes = ([f"the error {law.removesuffix(' to')} above the floor"] if law else []) + [f"floor set by {reason}"]
         if below:
             notes.append(f"below it the error rises again ({_fmt(below[-1].error_prediction).strip()} at "
                          f"theta={below[-1].theta:.0e})")
@@ -204,7 +206,7 @@ def verdict_lines(rows: list[Row], n: int, floors: dict | None = None) -> Verdic
 
 def _fit(candidates: list[str]) -> str:
     """The first (most detailed) sentence that wraps into at most two lines."""
-    return next((c for c in candidates if wrap(c).count("\n") <= 1), candidates[-1])
+    return next((c for c in candidates if c and wrap(c).count("\n") <= 1), candidates[-1])
 
 
 def _lost_line(dtype: str, variant: str, rs: list[Row], best: Row, n: int) -> tuple[str, str]:
