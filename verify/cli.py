@@ -192,7 +192,7 @@ def run_algorithm(args: argparse.Namespace) -> int:
         raise ArgumentError(str(e)) from None
     first = _first_config(algo, args, opts, device, dtypes, variants)
     print(format_config(first), flush=True)
-    for line in skipped:
+    for line in skipped if not args.quiet else ():
         print(line, flush=True)
     with progress.session("sweep", enabled=not args.quiet):
         config, rows = _sweep(algo, opts, iters, variants or [DEFAULT_VARIANT], dtypes, device)
