@@ -230,8 +230,12 @@ def run_algorithm(args: argparse.Namespace) -> int:
                    config)
     if args.show_attention or args.show_layout:
         from .views import cli_views
-        cli_views(algo, opts, config, (variants or [DEFAULT_VARIANT])[0], dtypes[0], iters, args.show_attention,
-                  args.show_layout)
+        try:
+            cli_views(algo, opts, config, (variants or [DEFAULT_VARIANT])[0], dtypes[0], iters,
+                      args.show_attention, args.show_layout)
+        except ValueError as e:      # no automatic temperature keeps the weights in the dtype's range
+            print(f"python -m verify: --show-attention/--show-layout not written: {e}", file=sys.stderr)
+            return 1
     return 0
 
 
