@@ -251,3 +251,15 @@ def test_copy_table_speaks_beta_and_big_betas_stay_short():
     assert all(len(line) <= 100 for line in out.splitlines() if not line.startswith(("configuration", "from the")))
     code, out, _ = run(COPY + ["--dtype", "bfloat16"])
     assert code == 0 and "92.9" in out and "745" not in out
+
+
+def test_copy_plot_is_drawn_against_beta_with_its_bound(tmp_path):
+    import matplotlib
+    from verify.plot import write_plot
+    rows = [_row("float64", "copy", 1 / b, e, s, algorithm="copy") for b, e, s in
+            [(0.5, 0.9, "lost"), (8.0, 1e-4, "ok"), (64.0, 0.0, "ok")]]
+    with matplotlib.rc_context({"svg.fonttype": "none"}):          # text stays text in the SVG
+        labels = write_plot(str(tmp_path / "c.svg"), rows, "copy", {})
+    svg = (tmp_path / "c.svg").read_text()
+    assert "beta" in svg and "theta" not in svg and "1/theta" not in svg
+    assert any(label.startswith("bound 2(n-1)") for label in labels) and any("exactly 0" in x for x in labels)

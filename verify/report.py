@@ -223,8 +223,10 @@ def _lost_line(dtype: str, variant: str, rs: list[Row], best: Row, n: int) -> tu
     ovf = f"; the value weights {what} overflow {dtype} at theta={over[0].theta:.0e}" if over else ""
     zero = ", where a problem's output sank to 0" if abs(best.error_prediction - 1.0) < 1e-3 else ""
     med = min((r for r in rs if not r.auto and r.status in ("ok", "lost")), key=lambda r: r.median_prediction)
-    line = (f"{dtype} {variant}: the signal is lost at every temperature: the smallest worst-problem error is "
-            f"{best.error_prediction:.2e} at theta={best.theta:.0e}{zero}, above {LOST}; u={u:.1e} is too coarse.")
+    line = _fit([f"{dtype} {variant}: the signal is lost at every temperature: the smallest worst-problem error "
+                 f"is {best.error_prediction:.2e} at theta={best.theta:.0e}{zero}, above {LOST}; u={u:.1e} is too "
+                 f"coarse.", f"{dtype} {variant}: the signal is lost at every temperature (best error "
+                 f"{best.error_prediction:.2e} at theta={best.theta:.0e}{zero}): u={u:.1e} is too coarse."])
     note = (f"{dtype} {variant}: best median prediction error {med.median_prediction:.2e} at "
             f"theta={med.theta:.0e}; the estimates (truncation theta^{order(variant)} + rounding "
             f"{'u/theta' if is_mirror(variant) else 'u C/theta'} per unit weight, amplified by the loops) "
