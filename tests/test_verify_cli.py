@@ -123,7 +123,7 @@ POOL = {   # values valid and invalid; valid sizes stay tiny so that a run that 
     "--x-bound": ["1e-3", "100", "1e300", "0", "nan"], "--register-bound": ["1e-6", "1e8", "1e300", "-2"],
     "--q": ["1", "2", "5", "0"], "--eta": ["1e-200", "0.5", "1e308", "-1"], "--alpha": ["1e-300", "1e-4", "inf"],
     "--beta": ["1e-300", "20", "1e308", "0"], "--json": ["{tmp}/a.json", "", "{tmp}", "{tmp}/no/a.json"],
-    "--plot": ["{tmp}/p.png", "{tmp}/p", ""], "--show-layout": ["{tmp}/l.png", "{tmp}/p.png"],
+    "--plot": ["{tmp}/p.png", "{tmp}/p", ""], "--show-layout": ["{tmp}/l.png", "{tmp}/p.png"], "--show-attention": ["{tmp}/s.svg", "{tmp}/s.txt"],
     "--quiet": None, "--force": None, "--frobnicate": None, "--it": ["2"],
 }
 SMALL = ["--N", "3", "--d", "2", "--problems", "1", "--iters", "1", "--dtype", "float64"]
