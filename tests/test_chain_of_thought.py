@@ -138,7 +138,7 @@ def test_cli_json_and_bad_arguments(tmp_path, capsys):
                "--quiet", "--json", str(path)])
     assert rc == 0
     data = json.loads(path.read_text())
-    assert set(data) == {"config", "rows", "verdict"} and data["config"]["algorithm"] == "cot"
+    assert set(data) == {"config", "rows", "verdict", "notes"} and data["config"]["algorithm"] == "cot"
     assert any(r["status"] == "ok" for r in data["rows"])
     assert main(["cot", "--eta", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,11 +2,12 @@
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from verify.cli import main
 
@@ -110,3 +111,43 @@ def test_variant_all_runs_only_the_variants_an_algorithm_supports(tmp_path, caps
                  "--dtype", "float64", "--quiet", "--json", str(path)]) == 0
     ran = {r["variant"] for r in json.loads(path.read_text())["rows"]}
     assert ran == {v for v in VARIANTS if not odd_values(v)}
+
+
+# -- random argument lists: whatever the list, no traceback -------------------------------------------
+POOL = {   # values valid and invalid; valid sizes stay tiny so that a run that goes through is cheap
+    "--iters": ["0", "1", "2", "-1", "x", ""], "--N": ["1", "2", "3", "5", "0", "10001"], "--d": ["1", "2", "3", "9"],
+    "--problems": ["1", "2", "0"], "--seed": ["0", "7", "-1", "4294967296"],
+    "--dtype": ["float64", "float32", "bfloat16", "float32+attn64", "bfloat16+attn32", "tf32", "float16", "",
+                "float64,float64"],
+    "--device": ["cpu", "cuda", "tpu"], "--variant": ["odd", "paper,odd,odd", "sinh4", "odd+mirror", "nope", ""],
+    "--x-bound": ["1e-3", "100", "1e300", "0", "nan"], "--register-bound": ["1e-6", "1e8", "1e300", "-2"],
+    "--q": ["1", "2", "5", "0"], "--eta": ["1e-200", "0.5", "1e308", "-1"], "--alpha": ["1e-300", "1e-4", "inf"],
+    "--beta": ["1e-300", "20", "1e308", "0"], "--json": ["{tmp}/a.json", "", "{tmp}", "{tmp}/no/a.json"],
+    "--plot": ["{tmp}/p.png", "{tmp}/p", ""], "--show-layout": ["{tmp}/l.png", "{tmp}/p.png"], "--show-attention": ["{tmp}/s.svg", "{tmp}/s.txt"],
+    "--quiet": None, "--force": None, "--frobnicate": None, "--it": ["2"],
+}
+SMALL = ["--N", "3", "--d", "2", "--problems", "1", "--iters", "1", "--dtype", "float64"]
+
+
+@settings(max_examples=int(os.environ.get("VERIFY_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(algo=st.sampled_from(["gd", "newton", "copy", "representation", "ar", "decoder-gd", "cot", "symbolic"]),
+       picks=st.lists(st.tuples(st.sampled_from(sorted(POOL)), st.integers(0, 8)), max_size=5),
+       positional=st.sampled_from([[], ["A.9"], ["x"]]))
+def test_no_argument_list_gives_a_traceback(tmp_path, algo, picks, positional):
+    """(VERIFY_FUZZ_EXAMPLES=500 for a longer hunt.) symbolic gets no lemma that would run a proof."""
+    argv = [algo, *positional] + ([] if algo == "symbolic" else SMALL)
+    for flag, k in picks:
+        values = POOL[flag]
+        argv += [flag] if values is None else [flag, values[k % len(values)].format(tmp=tmp_path)]
+    before = sorted(os.listdir(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)                       # any exception escaping main fails the test
+    assert code in (0, 1, 2), argv
+    assert "Traceback" not in err.getvalue() + out.getvalue()
+    if code == 2:
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("python -m verify: error:"), (argv, lines)
+        assert sorted(os.listdir(tmp_path)) == before, argv      # nothing written
+    if os.path.exists(tmp_path / "a.json") and code != 2:
+        json.loads((tmp_path / "a.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))

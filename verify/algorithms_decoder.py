@@ -51,12 +51,14 @@ def _decoder_violations(p: Regression, opts: Options, eta: float) -> np.ndarray:
 
 
 
-def _decoder_verdict(rows, n: int) -> list[str]:
+def _decoder_verdict(rows, n: int):
     from .report import verdict_lines        # here: report imports the sweep, which imports algorithms
-    return verdict_lines(rows, n) + [
+    verdict = verdict_lines(rows, n)
+    verdict.notes.append(
         "decoder-gd: the loop heads are a mirrored mean in every variant (no sink; the count 1/(i-1) is the "
         "softmax normaliser); the column C is the read-out's sink score (C = ln(20n) + P ln(1/c) where a "
-        "mirror schedule gives 0), so the floor lines above describe the read-out's bound"]
+        "mirror schedule gives 0), so the floor lines above describe the read-out's bound")
+    return verdict
 
 
 DECODER_GD = Algorithm(

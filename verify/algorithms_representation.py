@@ -18,6 +18,7 @@ import functools
 import math
 
 import numpy as np
+import torch
 
 from algoformer import tasks
 from algoformer.tasks import Regression
@@ -25,6 +26,7 @@ from constructions.autoregressive import ar_construction
 from constructions.copy import copy_construction, copy_error_bound, default_beta, window_reference
 from constructions.representation import representation_construction
 
+from . import progress
 from .interface import Algorithm, Options
 from .interface import bound_violations as _bound_violations
 from .bounds import gd_emulation_bound  # noqa: F401  (re-exported: its home was here)
@@ -150,8 +152,6 @@ def _copy_errors(con, p: Regression, dtype, device: str) -> tuple[np.ndarray, np
     """Per problem, relative to max|x|: raw copy error (slots with an earlier token, after the heads),
     block error (every slot, after the zeroing FFN), max |empty slot| after the block. The numpy
     windows are formed from x as the dtype holds it (float32 rounding of the input is not copy error)."""
-    import torch
-
     from constructions.bridge import build_model
     from .emulate import attention_dtype, resolve_dtype
     upcast = attention_dtype(dtype)
@@ -203,46 +203,100 @@ def copy_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], 
         return config, []
     problem = Regression(*(getattr(problem, f)[keep] for f in ("x", "y", "x_test", "y_test")))
     rows = []
+    progress.plan(len(dtypes), len(betas))
     for dtype_name in dtypes:
         u = unit_roundoff(DTYPES[dtype_name])
+        big = float(torch.finfo(DTYPES[dtype_name]).max)
         for beta in betas:
+            progress.row(f"{dtype_name} beta={beta:.3g}")
             con = algo.build(opts, beta, {}, "")
-            raw, blk, empty = _copy_errors(con, problem, dtype_name, device)
             bound = copy_error_bound(n, beta, margin, 1.0)
-            ok = raw.max() <= bound + (n + 2) * u
-            status = "ok" if ok and empty.max() == 0.0 else ("unzeroed" if ok else "over-bound")
-            rows.append(Row(algorithm=algo.name, variant="copy", dtype=dtype_name, device=device,
-                            theta=1.0 / beta, C=beta * margin, c=margin, error_iterate=float(raw.max()),
-                            error_prediction=float(blk.max()), median_iterate=float(np.median(raw)),
-                            median_prediction=float(np.median(blk)), growth=math.nan, bound_step=bound,
-                            status=status, auto=beta == exact_beta))
+            base = dict(algorithm=algo.name, variant="copy", dtype=dtype_name, device=device, theta=1.0 / beta,
+                        C=beta * margin, c=margin, growth=math.nan, bound_step=bound, auto=beta == exact_beta)
+            if not all(np.isfinite(a).all() and np.abs(a).max(initial=0) < big for layer in con.weights.pre
+                       for h in layer.heads for a in (h.query, h.key, h.value)):
+                rows.append(Row(**base, error_iterate=math.nan, error_prediction=math.nan, median_iterate=math.nan,
+                                median_prediction=math.nan, status="overflow"))
+                continue
+            raw, blk, empty = _copy_errors(con, problem, dtype_name, device)
+            rows.append(Row(**base, error_iterate=float(raw.max()), error_prediction=float(blk.max()),
+                            median_iterate=float(np.median(raw)), median_prediction=float(np.median(blk)),
+                            status=copy_status(raw, blk, empty, bound, n, u)))
+        progress.group_done()
     return config, rows
 
 
-def copy_verdict(rows: list, n: int) -> list[str]:
-    """Per dtype: bound held?, the decay law, where the copy becomes exact, empty slots."""
-    lines = []
+def copy_status(raw: np.ndarray, blk: np.ndarray, empty: np.ndarray, bound: float, n: int, u: float) -> str:
+    """diverged (inf/NaN) > over-bound (the raw error breaks Lemma A.3's bound plus (n+2) u rounding: a
+    finding) > lost (block error above ``LOST``: the copied values are gone, whatever the bound
+    allows at small beta) > unzeroed (an empty slot not exactly 0 after the FFN) > ok."""
+    from .sweep import LOST
+    if not (np.isfinite(raw).all() and np.isfinite(blk).all() and np.isfinite(empty).all()):
+        return "diverged"
+    if raw.max() > bound + (n + 2) * u:
+        return "over-bound"
+    if blk.max() > LOST:
+        return "lost"
+    return "unzeroed" if empty.max() > 0.0 else "ok"
+
+
+def exp_underflow(dtype_name: str) -> float:
+    """z beyond which exp(-z) rounds to 0 in the arithmetic the softmax runs in (the attention dtype of
+    the +attn entries, else the storage dtype): -ln(half the smallest subnormal)."""
+    from .sweep import PRECISIONS
+    p = PRECISIONS[dtype_name]
+    f = torch.finfo(getattr(torch, p.attention) if p.attention else p.storage)
+    return -(math.log(f.smallest_normal) + math.log(f.eps) - math.log(2.0))
+
+
+def copy_verdict(rows: list, n: int):
+    """Per dtype one sentence: how many betas keep the bound, where the copy becomes exact, empty
+    slots; the notes: the decay law, the underflow guarantee, the default beta, the lost betas."""
+    from .report import Verdict
+    from .sweep import unit_roundoff
+    out = Verdict()
+    N = (n - 2) // 2
     for dtype in dict.fromkeys(r.dtype for r in rows):
         rs = [r for r in rows if r.dtype == dtype]
-        held = sum(r.status != "over-bound" for r in rs)
+        ran = [r for r in rs if r.status not in ("overflow", "diverged")]
+        held = sum(r.error_iterate <= r.bound_step + (N + 2) * unit_roundoff(dtype) for r in ran)
         zeroed = all(r.status != "unzeroed" for r in rs)
-        exact = [r for r in rs if r.error_iterate == 0.0]
-        decay = [r for r in rs if 1e-12 < r.error_iterate < 1e-2]
-        law = ""
+        exact = [r for r in ran if r.error_iterate == 0.0 and r.error_prediction == 0.0]
+        lost = [r for r in rs if r.status == "lost"]
+        first = (f"is exactly 0 on these data from beta={1 / exact[0].theta:.3g} on" if exact
+                 else "is never exactly 0 on this grid")
+        broke = len(rs) - len(ran)
+        if not ran:
+            out.append(f"{dtype} copy: no beta could run: {rs[0].status} at every one (beta*margin up to "
+                       f"{max(r.C for r in rs):.3g}; the weights carry beta).")
+            continue
+        out.append(f"{dtype} copy: the raw error is within its bound at {held} of {len(ran)} betas run"
+                   f"{f' ({broke} overflowed or diverged)' if broke else ''} and {first}; empty slots are "
+                   f"{'exactly 0' if zeroed else 'NOT zero'} after the FFN.")
+        notes = ["the bound is 2(n-1) e^(-beta margin) max|x| + (n+2) u (Lemma A.3, rounding added)"]
+        decay = [r for r in ran if 1e-12 < r.error_iterate < 1e-2]
         if len(decay) >= 2:
             slope = np.polyfit([r.C for r in decay], np.log([r.error_iterate for r in decay]), 1)[0]
-            law = f"falls as e^({slope:.2f} beta*margin); "
-        under = {"float64": 745, "float32": 104}.get(dtype.split("+")[0], 745)
-        first = (f"exact (0) on these data from beta={1 / exact[0].theta:g} (beta*margin={exact[0].C:.0f}: "
-                 f"the other weights fall below half an ulp of the copied value; guaranteed for every x only "
-                 f"past the exp underflow, beta*margin >= {under})" if exact else "never exactly 0 on this grid")
+            notes.append(f"the raw error falls as e^({slope:.2f} beta*margin)")
+        if exact:
+            notes.append(f"exact from beta*margin={exact[0].C:.3g}: the other weights fall below half an ulp of the "
+                         f"copied value; guaranteed for every x only once exp(-beta*margin) underflows in "
+                         f"{precision_of_softmax(dtype)}, beta*margin > {exp_underflow(dtype):.1f}")
+        if lost:
+            notes.append(f"lost (block error > 0.5) at {len(lost)} small beta(s), up to beta={1 / lost[-1].theta:.3g}, "
+                         "where the bound allows it")
         auto = [r for r in rs if r.auto]
-        auto_s = (f"; default beta={1 / auto[0].theta:g} (exact_pairing_beta) gives {auto[0].error_prediction:.2e}"
-                  if auto else "")
-        lines.append(f"{dtype} copy: error within its bound 2(n-1) e^(-beta margin) max|x| at {held} of {len(rs)} "
-                     f"betas; {law}{first}; empty slots {'exactly 0' if zeroed else 'NOT zero'} after the FFN"
-                     f"{auto_s}")
-    return lines
+        if auto and math.isfinite(auto[0].error_prediction):
+            notes.append(f"default beta={1 / auto[0].theta:.3g} (exact_pairing_beta) gives {auto[0].error_prediction:.2e}")
+        if notes:
+            out.notes.append(f"{dtype} copy: " + "; ".join(notes))
+    return out
+
+
+def precision_of_softmax(dtype_name: str) -> str:
+    from .sweep import PRECISIONS
+    p = PRECISIONS[dtype_name]
+    return p.attention or str(p.storage).replace("torch.", "")
 
 
 COPY = dataclasses.replace(COPY, sweep=copy_sweep, verdict=copy_verdict)

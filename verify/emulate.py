@@ -87,9 +87,20 @@ def _emulate(con: Construction, problem: Regression, iters: int, dtype: torch.dt
 
 
 def relative_error(emulated: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per problem: ||emulated - reference|| / ||reference|| over all trailing axes (B,)."""
+    """Per problem: ||emulated - reference|| / ||reference|| over all trailing axes (B,).
+
+    Both are divided by max|reference| before the norms are taken, so tiny values (an eta of 1e-200
+    gives predictions near 1e-200, whose squares underflow to 0) and huge ones keep their ratio. A
+    zero reference gives 0 where the emulation is exactly 0 too, else inf; a non-finite emulation inf."""
     B = reference.shape[0]
-    diff = np.linalg.norm((emulated - reference).reshape(B, -1), axis=1)
-    scale = np.linalg.norm(reference.reshape(B, -1), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.isfinite(diff), diff / np.maximum(scale, np.finfo(float).tiny), np.inf)
+    ref = np.asarray(reference, np.float64).reshape(B, -1)
+    emu = np.asarray(emulated, np.float64).reshape(B, -1)
+    scale = np.abs(ref).max(axis=1, initial=0.0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.where(scale > 0, scale, 1.0)
+        diff = emu - ref                        # exact for nearby values: no rounding added before the scale
+        diff = np.where(np.isfinite(diff) | ~np.isfinite(emu), diff, emu / s - ref / s)   # huge, opposite signs
+        num = np.linalg.norm(diff / s, axis=1)
+        den = np.linalg.norm(ref / s, axis=1)
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num == 0, 0.0, np.inf))
+    return np.where(np.isfinite(out), out, np.inf)

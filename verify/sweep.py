@@ -20,6 +20,7 @@ import torch
 
 from constructions.linearise import Temperature, choose_temperature, error_bound, is_mirror, order
 
+from . import progress
 from .interface import Algorithm, Options
 from .emulate import emulate, relative_error
 
@@ -77,7 +78,8 @@ class Row:
     median_prediction: float
     growth: float             # max error of the iterate after T loops / after 1 loop
     bound_step: float         # the linearisation bound for one loop-group head output, relative
-    status: str               # ok | lost (error > 0.5: the signal sank below rounding) | overflow | non-finite
+    status: str               # ok | lost (error > 0.5: the signal sank below rounding) | overflow | diverged
+                              # (inf/NaN); copy: ok | lost | over-bound | unzeroed (docs/verify-cli.md)
     auto: bool = False
     bound_T: float = math.nan   # T-loop bound on the final prediction, relative, max over problems (nan: none)
 
@@ -136,11 +138,13 @@ def weights_overflow(con, dtype: str | torch.dtype) -> bool:
 
 def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dtype_name, device,
          iters, theta, auto) -> Row:
+    progress.row(f"{dtype_name} {variant} theta={theta:.0e}{' auto' if auto else ''}")
     with np.errstate(over="ignore", invalid="ignore"):
         con = algo.build(opts, step, temps, variant)
     loop = temps.get("loop", next(iter(temps.values())))
     n = algo.n_tokens(opts)
-    bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype_name))["total"]
+    with np.errstate(over="ignore", invalid="ignore"):      # a bound beyond float64 is inf, said so
+        bound = error_bound(variant, loop, n, 1.0, 1.0, unit_roundoff(dtype_name))["total"]
     base = dict(algorithm=algo.name, variant=variant, dtype=dtype_name, device=device, theta=theta,
                 C=loop.C, c=loop.c, bound_step=bound, auto=auto)
     nan = float("nan")
@@ -168,8 +172,9 @@ def _relative_bound(algo: Algorithm, problem, ref, step, iters, temps, variant, 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         b = np.asarray(algo.emulation_bound(problem, ref, step, iters, temps, variant, n,
                                             unit_roundoff(dtype_name)), float).reshape(len(problem.x), -1)
-        scale = np.linalg.norm(ref.predictions[:, -1].reshape(len(problem.x), -1), axis=1)
-        rel = b.max(axis=1) / scale
+        pred = ref.predictions[:, -1].reshape(len(problem.x), -1)
+        s = np.abs(pred).max(axis=1)            # scaled first: tiny predictions must not underflow
+        rel = (b.max(axis=1) / s) / np.linalg.norm(pred / s[:, None], axis=1)
     return float(np.where(np.isnan(rel), np.inf, rel).max())
 
 
@@ -292,6 +297,7 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
         config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
     n = algo.n_tokens(opts)
     rows: list[Row] = []
+    progress.plan(len(dtypes) * len(variants), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
     for dtype_name in dtypes:
         for variant in variants:
             def run_row(theta, variant=variant, dtype_name=dtype_name):
@@ -310,10 +316,12 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
                 nan = float("nan")
                 rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
                                 nan, nan, "overflow", True))
+                progress.group_done()
                 continue
             loop = temps.get("loop", next(iter(temps.values())))
             rows.append(_row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters,
                              loop.c * scores.get("loop", next(iter(scores.values()))), True))
+            progress.group_done()
     return config, rows
 
 

@@ -215,8 +215,9 @@ def cli_views(algo, opts, config: dict, variant: str, dtype_name: str, iters: in
               f"pass --{algo.step_name} to draw the views", file=sys.stderr)
         return None
     con = algo.build(opts, step, temps, variant)
+    from .outputs import write_atomic        # whole files or none (the CLI checked the paths)
     if attention_path:
-        attention_figure(con, one, iters, attention_path, dtype=dtype_name)
+        write_atomic(attention_path, lambda tmp: attention_figure(con, one, iters, tmp, dtype=dtype_name))
     if layout_path:
-        layout_figure(con, one, iters, layout_path, dtype=dtype_name)
+        write_atomic(layout_path, lambda tmp: layout_figure(con, one, iters, tmp, dtype=dtype_name))
     return con
