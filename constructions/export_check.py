@@ -189,10 +189,11 @@ def check_layout(js: Path, meta: dict, cfg: AlgoFormerConfig) -> None:
         _fail(js, "prompt is invalid: expected N >= 1 and n_tokens = 2N + 2 (the encoder prompt)")
     pos = prompt.get("pos")
     width = blocks["pos"][1] - blocks["pos"][0] if "pos" in blocks else None
-    if not (isinstance(pos, list) and len(pos) == prompt["N"] + 1 and all(
+    n_pos = prompt["N"] + (2 if prompt.get("kind") == "causal" else 1)   # the causal prompt: P_0 .. P_{N+1}
+    if not (isinstance(pos, list) and len(pos) == n_pos and all(
             isinstance(r, list) and (width is None or len(r) == width)
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r) for r in pos)):
-        _fail(js, f"prompt pos is invalid: expected N + 1 = {prompt['N'] + 1} finite rows"
+        _fail(js, f"prompt pos is invalid: expected {n_pos} finite rows (N = {prompt['N']}, {prompt.get('kind')} prompt)"
                   + (f" of the pos block's {width} entries" if width is not None else ""))
     for key in ("answer", "iterate"):
         r = (meta.get("readout") or {}).get(key)

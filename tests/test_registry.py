@@ -130,7 +130,7 @@ def test_installed_plugin_runs_from_the_cli_with_every_standard_output(tmp_path)
               "--json", f"{out}.json", "--plot", f"{out}.png", "--show-layout", f"{out}-layout.png")
     assert run.returncode == 0, run.stderr
     assert "configuration: algorithm=richardson" in run.stdout and "verdict:" in run.stdout
-    assert "float64 odd+mirror: prediction error falls as theta^2.0" in run.stdout
+    assert "float64 odd+mirror: the prediction error falls as theta^2.0" in run.stdout
     saved = json.loads(Path(f"{out}.json").read_text())
     assert saved["config"]["algorithm"] == "richardson" and saved["rows"] and saved["verdict"]
     assert Path(f"{out}.png").stat().st_size > 0 and Path(f"{out}-layout.png").stat().st_size > 0

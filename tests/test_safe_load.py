@@ -155,7 +155,7 @@ CORRUPTIONS = {
 def test_corrupt_checkpoint_refuses_resume_with_one_line(run, tmp_path, name, capsys):
     mutate, words = CORRUPTIONS[name]
     bad = _mutated(run, tmp_path, mutate)
-    assert train_cli.main(TINY + ["--steps", "10", "--out", str(bad), "--resume"]) == 2
+    assert train_cli.main(TINY + ["--steps", "20", "--out", str(bad), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad / "ckpt.pt") in err, err
     assert all(w in err for w in words), err

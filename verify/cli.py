@@ -119,17 +119,19 @@ def _sweep(algo, opts: Options, iters: int, variants: list[str], dtypes: list[st
 
 def _first_config(algo, args, opts: Options, device: str, dtypes: list[str], variants: list[str] | None) -> dict:
     """What the run is asked to do, printed before any work (the sweep adds what it finds)."""
-    c = {"algorithm": algo.name, "N": opts.N, "d": opts.d}
+    c = {"algorithm": algo.name, **{k: getattr(opts, k) for k in ("N", "d") if k not in algo.ignores}}
     if "q" in algo.options:
         c["q"] = opts.q
     if args.iters is not None:
         c["iters"] = args.iters
     c.update(problems=opts.problems, seed=opts.seed, device=device, dtypes=dtypes)
+    c.update(opts.extra)                         # an algorithm's own options (Algorithm.add_arguments)
     if variants is not None:
         c["variants"] = variants
     if opts.step is not None:
         c[algo.step_name] = opts.step
-    c["x_bound"] = opts.x_bound
+    if "x_bound" not in algo.ignores:
+        c["x_bound"] = opts.x_bound
     if args.register_bound is not None:
         c["register_bound"] = opts.register_bound
     c["torch"] = torch.__version__

@@ -140,8 +140,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inverse temperatures, comma list (default 1e7, the paper's T = 1e-7)")
     p.add_argument("--dtype", type=_dtype_list, default=["float64", "float32"],
                    help="comma list of float64, float32, bfloat16 (default float64,float32)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="cpu, cuda, or auto (= cuda if available; default auto)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="seed of the random graphs, 0 to 2^32-1 (default 0)")
     p.add_argument("--graph-file", metavar="PATH", help="run this graph (format: verify/graph_inputs.py)")
     p.add_argument("--source", type=_int_in(0, 10**6), default=0, help="source node of --graph-file (default 0)")
     p.add_argument("--json", metavar="PATH", help="write configuration and rows as JSON")

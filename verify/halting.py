@@ -216,11 +216,16 @@ def add_arguments(p) -> None:
     p.add_argument("--N", type=_int_in(1, 10_000), default=20, help="in-context samples (default 20)")
     p.add_argument("--d", type=_int_in(1, 1_000), default=5, help="input dimension (default 5)")
     p.add_argument("--problems", type=_int_in(1, 100_000), default=16, help="seeded problems (default 16)")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="seed of the problems, 0 to 2^32-1 (default 0)")
     p.add_argument("--step", type=_positive, default=None, help="eta (gd) or alpha (newton); default from the data")
-    p.add_argument("--dtype", choices=[k for k, v in PRECISIONS.items() if not v.tf32], default="float64")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT)
+    p.add_argument("--dtype", choices=[k for k, v in PRECISIONS.items() if not v.tf32], default="float64",
+                   help="the precision of the run: float64, float32, bfloat16, float32+attn64, bfloat16+attn32 "
+                        "(default float64)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="cpu, cuda, or auto (= cuda if available; default auto)")
+    p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
+                   help=f"linearisation variant of the GD/Newton heads (default {DEFAULT_VARIANT})")
     p.add_argument("--json", metavar="PATH", help="write configuration and per-problem results as JSON")
 
 

@@ -102,9 +102,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--N", type=_int_in(1, 10_000), default=40, help="in-context samples (default 40)")
     p.add_argument("--d", type=_int_in(1, 1_000), default=20, help="input dimension (default 20)")
     p.add_argument("--problems", type=_int_in(1, 10_000), default=16, help="seeded problems per size (default 16)")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="seed of the problems, 0 to 2^32-1 (default 0)")
     p.add_argument("--dtype", type=_dtypes, default=list(DTYPES), help="float64, float32, both (default both)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="cpu, cuda, or auto (= cuda if available; default auto)")
     p.add_argument("--attention", choices=["exact", "sdpa"], default="sdpa",
                    help="linear attention path: exact (n x n scores) or sdpa (fused, K^T V first; default)")
     p.add_argument("--ratios", type=_ratios, default=[2.0, 4.0, 8.0, 16.0], help="n/d values of the law (default 2,4,8,16)")

@@ -65,8 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma list of {', '.join(DTYPES)}, or all (default float64,float32)")
     p.add_argument("--max-steps", type=_one(int, 1, 1_000_000), default=10_000,
                    help="instructions at most before giving up on halting (default 10000)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
-    p.add_argument("--seed", type=_one(int, 0, 2**32 - 1), default=0, help="seed of the random programs (--sweep)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="cpu, cuda, or auto (= cuda if available; default cpu)")
+    p.add_argument("--seed", type=_one(int, 0, 2**32 - 1), default=0, help="seed of the random programs (--sweep), 0 to 2^32-1 (default 0)")
     p.add_argument("--printed", action="store_true",
                    help="the printed construction's constants in the shared FFN bias (defect 1 of docs/subleq.md)")
     p.add_argument("--sweep", action="store_true", help="sweep lam and the memory size, per dtype")

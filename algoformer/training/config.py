@@ -89,7 +89,6 @@ class TrainConfig:
         _check(self.schedule in ("constant", "cosine"), "schedule", self.schedule, "one of constant, cosine")
         _check(_finite(self.lr_min) and 0 <= self.lr_min <= self.lr, "lr_min", self.lr_min,
                f"a float in [0, lr={self.lr}]")
-        _check(self.attention in ("sdpa", "exact"), "attention", self.attention, "one of sdpa, exact")
         _check(self.warmup < self.steps or self.warmup == 0, "warmup", self.warmup,
                f"an integer in [0, steps={self.steps})")
         if self.model != "standard":

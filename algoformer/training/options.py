@@ -56,7 +56,7 @@ HELP = {
     "threads": f"torch CPU threads, an integer in [0, {MAX_THREADS}] (0 = torch's default) (default: %(default)s)",
     "amp": "bf16 autocast: auto (on GPU, not with --init-from), bf16 or off (default: %(default)s)",
     "compile": "torch.compile the loss module, true or false (default: %(default)s)",
-    "attention": "sdpa (torch's fused kernel) or exact (explicit softmax) (default: %(default)s)",
+    "attention": "sdpa (torch's fused kernel), exact (explicit softmax) or linear (linear attention, no softmax) (default: %(default)s)",
     "log_every": "steps between two train rows of the metrics (and loss checks), an integer >= 1 "
                  "(default: %(default)s)",
     "eval_every": "steps between two eval rows, an integer >= 0 (0 = at the end only) (default: %(default)s)",
@@ -69,7 +69,7 @@ HELP = {
     "init_from": "start from constructed weights: {choices} (default: none, from scratch)",
 }
 CHOICES = {"task": tuple(TASKS), "model": MODELS, "init_scale": ("gpt2", "fan_in"),
-           "schedule": ("constant", "cosine"), "amp": ("auto", "bf16", "off"), "attention": ("sdpa", "exact"),
+           "schedule": ("constant", "cosine"), "amp": ("auto", "bf16", "off"), "attention": ("sdpa", "exact", "linear"),
            "metrics": ("jsonl", "csv")}
 
 
