@@ -28,6 +28,7 @@ from constructions.layout import Layout
 from .graph_inputs import GraphFileError, default_p, random_graph, read_graph_file
 from .graph_reference import reference
 from .interface import Command
+from .options import _int_in
 
 BATCH = 64   # graphs per forward pass
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -98,16 +99,6 @@ def _list(kind, lo, hi, what):
     return parse
 
 
-def _int_in(lo: int, hi: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-    return parse
 
 
 def _dtype_list(s: str) -> list[str]:

@@ -33,7 +33,8 @@ from constructions.halting import HaltingConstruction, gd_halting, newton_haltin
 from constructions.linearise import DEFAULT_VARIANT, VARIANTS
 
 from .algorithms import GD, NEWTON, Options
-from .interface import Command
+from .interface import ArgumentError, Command
+from .options import _int_in, _positive_float
 from .bounds import gd_emulation_bound, newton_emulation_bound
 from .sweep import PRECISIONS, auto_temps, precision, unit_roundoff
 
@@ -175,30 +176,10 @@ def compare(name: str, opts: Options, tol: float, max_loops: int, dtype_name: st
 
 
 # -- the command line ------------------------------------------------------------------------------
-class ArgumentError(Exception):
-    pass
 
 
-def _positive(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive finite float, got {s!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite float, got {s!r}")
-    return v
 
 
-def _int_in(lo: int, hi: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-    return parse
 
 
 SUMMARY = "loops that halt on a convergence flag, against numpy's stopping loop"
@@ -210,15 +191,15 @@ def add_arguments(p) -> None:
     """The options of ``python -m verify halting`` (``p``: its subparser)."""
     p.add_argument("--algorithm", dest="gadget", choices=sorted(GADGETS), required=True,
                    help="the construction whose loop gets the gadget")
-    p.add_argument("--tol", type=_positive, required=True, help="L_inf tolerance on the iterate's update")
+    p.add_argument("--tol", type=_positive_float, required=True, help="L_inf tolerance on the iterate's update")
     p.add_argument("--max-loops", type=_int_in(1, 10_000), default=100, help="loop cap T (default 100)")
-    p.add_argument("--ramp", type=_positive, default=None, help="the flag's ramp width w (default tol * 2^-20)")
+    p.add_argument("--ramp", type=_positive_float, default=None, help="the flag's ramp width w (default tol * 2^-20)")
     p.add_argument("--N", type=_int_in(1, 10_000), default=20, help="in-context samples (default 20)")
     p.add_argument("--d", type=_int_in(1, 1_000), default=5, help="input dimension (default 5)")
     p.add_argument("--problems", type=_int_in(1, 100_000), default=16, help="seeded problems (default 16)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="seed of the problems, 0 to 2^32-1 (default 0)")
-    p.add_argument("--step", type=_positive, default=None, help="eta (gd) or alpha (newton); default from the data")
+    p.add_argument("--step", type=_positive_float, default=None, help="eta (gd) or alpha (newton); default from the data")
     p.add_argument("--dtype", choices=[k for k, v in PRECISIONS.items() if not v.tf32], default="float64",
                    help="the precision of the run: float64, float32, bfloat16, float32+attn64, bfloat16+attn32 "
                         "(default float64)")

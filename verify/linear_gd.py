@@ -35,6 +35,7 @@ from . import linear_gd_law as law
 from .linear_gd_report import format_law, format_step, verdict
 from .emulate import emulate, relative_error
 from .interface import Command
+from .options import _int_in
 from .references import Trajectory, gd_reference
 
 SUMMARY = "GD as one linear-attention layer looped T times (von Oswald et al. 2023; Chen et al. 2024), with its law"
@@ -51,16 +52,6 @@ class _Parser(argparse.ArgumentParser):
         raise ArgError(message)
 
 
-def _int_in(lo: int, hi: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {s!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-    return parse
 
 
 def _ratios(s: str) -> list[float]:
