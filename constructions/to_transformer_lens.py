@@ -1,6 +1,7 @@
 """AlgoFormer -> TransformerLens: any construction or trained model as a ``HookedTransformer``.
 
     tl, hooks = to_hooked_transformer(model, n_loops=7)     # pre, then 7 copies of the loop, then post
+    tl, hooks, model = from_run("runs/rep-algo")            # a trained run, at its trained T
     resid = encode(model, tokens)                            # the residual stream our model starts from
     logits, cache = tl.run_with_cache(resid, start_at_layer=0)
     cache[hooks["loop.7.hook_state"]]                        # == our run_with_cache's state after 7 loops
@@ -203,6 +204,16 @@ def _state(model: AlgoFormer, n_loops: int, tl: dict, own: dict) -> dict[str, to
         if model.final_norm is not None:
             state["ln_final.w"], state["ln_final.b"] = model.final_norm.weight, model.final_norm.bias
     return state
+
+
+def from_run(run_dir: str | Path, n_loops: int | None = None, n_ctx: int | None = None):
+    """(HookedTransformer, hook-name map, the run's model) of a trained run (``python -m algoformer.train``),
+    read safely (``algoformer.evaluate.load_run``); ``n_loops`` defaults to the run's trained T."""
+    from algoformer.evaluate import load_run
+    cfg, model, _ = load_run(run_dir)
+    T = (cfg.T if cfg.model != "standard" else 0) if n_loops is None else n_loops
+    hooked, hooks = to_hooked_transformer(model, T, n_ctx or model.cfg.n_positions)
+    return hooked, hooks, model
 
 
 def encode(model: AlgoFormer, x: torch.Tensor) -> torch.Tensor:

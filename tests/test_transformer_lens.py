@@ -150,3 +150,37 @@ def test_bad_loop_count_is_refused():
     con, _ = _construction("gd")
     with pytest.raises(ValueError, match="n_loops=-1 is invalid"):
         to_hooked_transformer(con, -1)
+
+
+@pytest.mark.parametrize("model", ["algoformer", "standard"])
+def test_a_trained_run_exports_at_its_trained_T(tmp_path, model):
+    """A run of ``algoformer.train`` (GPT-2 style: pre-LN, GELU, 1/sqrt(k), causal, read-in and read-out)
+    exports through ``from_run`` and gives the run's own predictions."""
+    from algoformer import train
+    from algoformer.training.prompts import TaskSpec
+    from constructions.to_transformer_lens import from_run
+    run = tmp_path / model
+    assert train.main(["--task", "linear", "--model", model, "--dim", "3", "--n-points", "5", "--width", "16",
+                       "--heads", "2", "--layers", "1", "--T", "3", "--delta-T", "2", "--batch-size", "8",
+                       "--steps", "2", "--seed", "0", "--quiet", "--out", str(run)]) == 0
+    hooked, hooks, ours = from_run(run)
+    assert hooked.cfg.normalization_type == "LN" and hooked.cfg.act_fn == "gelu"
+    assert hooked.cfg.attention_dir == "causal"
+    prompt = TaskSpec("linear", d=3).sample(np.random.default_rng(0), 4, 5)
+    x = torch.from_numpy(prompt.tokens.astype(np.float32))
+    T = 3 if model == "algoformer" else 0
+    out = ours(x, T)
+    with torch.no_grad():
+        theirs = hooked(encode(ours, x), start_at_layer=0)
+    assert _max_rel(theirs, out) <= _tolerances(ours.double(), x.double(), T)["out"] * (U32 / U64)
+
+
+def test_the_looped_transformer_with_input_injection_is_refused(tmp_path):
+    from algoformer import train
+    from constructions.to_transformer_lens import from_run
+    run = tmp_path / "looped"
+    assert train.main(["--task", "linear", "--model", "looped", "--dim", "3", "--n-points", "5", "--width", "16",
+                       "--heads", "2", "--T", "3", "--delta-T", "2", "--batch-size", "8", "--steps", "1",
+                       "--quiet", "--out", str(run)]) == 0
+    with pytest.raises(NotExportable, match="input injection"):
+        from_run(run)
