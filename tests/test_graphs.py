@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from constructions.bridge import build_model
-from constructions.graphs import Graph, SearchSpec, search_layout, search_weights
+from constructions.graphs import Graph, SearchSpec, first_mismatch, search_layout, search_weights
 from verify.cli import main
 from verify.graph_inputs import GraphFileError, random_graph, read_graph_file
 from verify.graph_reference import reference
@@ -274,3 +274,24 @@ def test_precision_benchmark_runs_at_tiny_sizes(capsys):
     table = out.split("largest weight bound")[1]
     assert "float32" in table and ">= 2^11 (all tried)" in table
     assert "1 (fails at 2^11: W[" in table
+
+
+def test_the_model_s_own_halting_stops_each_graph_where_its_search_ends():
+    """The termination flag drives ``AlgoFormer.forward_halting`` (the halting API of docs/halting.md):
+    each graph of a batch stops at the loop its search ends, and its halted state is exactly the
+    encoded reference's final state."""
+    from algoformer.halting import Halting
+    from constructions.graphs import encode
+    rng = np.random.default_rng(12)
+    graphs = [(random_graph(9, p, 7, rng, directed=True), s) for p, s in ((0.05, 0), (0.25, 2), (0.6, 5))]
+    w = search_weights(SearchSpec("dijkstra", 9, 1e7, 7))
+    model, lay = build_model(w), w.layout
+    states = [reference("dijkstra", g, s) for g, s in graphs]
+    x = torch.tensor(np.stack([encode(lay, g, st[0]) for (g, _), st in zip(graphs, states)]))
+    with torch.no_grad():
+        halted = model.forward_halting(x, Halting(rows=(lay.row("term"),), tokens=(0,)), max_loops=10)
+    want = [len(nx.descendants(_nx(g), s)) + 1 for g, s in graphs]
+    assert halted.loops.tolist() == want and len(set(want)) > 1
+    for b, ((g, _), st) in enumerate(zip(graphs, states)):
+        final = encode(lay, g, st[-1])
+        assert first_mismatch(lay, halted.output[b].numpy(), final) is None
