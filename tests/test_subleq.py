@@ -256,3 +256,20 @@ def test_the_documented_example_file_runs_exactly():
     assert (p.n_cells, p.n_instructions, p.bits) == (8, 2, 6)
     o = run_batch([p], 10.0, "float64")[0]
     assert o.exact and o.halted and o.final_memory[1] == -13
+
+
+@pytest.mark.parametrize("name", ["negate", "factorial"])
+def test_the_model_s_own_halting_stops_at_the_interpreter_s_halt(name):
+    """The halt row drives ``AlgoFormer.forward_halting`` (docs/halting.md): the model stops after as
+    many loops as the interpreter runs instructions, and its memory is the interpreter's final memory."""
+    from algoformer.halting import Halting
+    p = PROGRAMS[name]()
+    shape = Shape.of(p)
+    states = run_reference(p, 10_000)
+    model = build_model(build(shape, 1.25 * lambda_bound(shape)))
+    x = torch.tensor(encode(p, shape))[None]
+    with torch.no_grad():
+        halted = model.forward_halting(x, Halting(rows=(layout(shape).row("halt"),), tokens=(0,)), 10_000)
+    assert int(halted.loops[0]) == len(states) - 1
+    dec = decode(halted.output.numpy(), shape)
+    assert [int(v) for v in dec.memory[0]] == [int(v) for v in states[-1][0]] and dec.halt[0] == 1
