@@ -181,7 +181,7 @@ def test_an_algorithm_with_options_of_its_own_gets_them_beside_the_standard_ones
     registry.register(dataclasses.replace(ALGORITHM, name="richardson-scaled", draw=draw, add_arguments=add))
     try:
         code = main(["richardson-scaled", "--iters", "2", "--d", "3", "--problems", "2", "--dtype", "float64",
-                     "--quiet", "--scale", "2.5"])
+                     "--scale", "2.5"])          # not --quiet: the score-bound line is wanted
         out = capsys.readouterr().out
         bad = main(["richardson-scaled", "--scale", "x"])
         err = capsys.readouterr().err
