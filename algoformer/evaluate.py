@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import adaptive, adaptive_eval
 from .training import baselines, checkpoint, initialisers
 from .training.config import TrainConfig
 from .training.models import build_model
@@ -56,7 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-loops", type=int, default=200, help="loops for the Fig. 3 curve")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--thresholds", type=_thresholds, default=adaptive_eval.DEFAULT_THRESHOLDS,
+                   help="exit thresholds q of --adaptive ouro runs in loops_used.png, comma-separated floats "
+                        f"in (0, 1] (default: {','.join(map(str, adaptive_eval.DEFAULT_THRESHOLDS))})")
     return p
+
+
+def _thresholds(s: str) -> tuple[float, ...]:
+    try:
+        qs = tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated floats in (0, 1], got {s!r}") from None
+    if not all(0 < q <= 1 for q in qs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated floats in (0, 1], got {s!r}")
+    return qs
 
 
 @dataclass
@@ -87,6 +101,7 @@ def open_run(run: str | Path, device: str = "cpu") -> Run:
     task = cfg.task_spec()
     model = init.model if init is not None else \
         build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))
+    adaptive.attach(model, cfg.adaptive, cfg.train_loops)
     model.load_state_dict(ckpt["model"])
     return Run(run.name or str(run), cfg, model.to(device).eval(), ckpt["step"], init)
 
@@ -116,7 +131,7 @@ def _reference_label(ref: initialisers.Reference) -> str:
 
 
 def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_loops: int = 200,
-             seed: int = 12345, device: str = "cpu") -> dict:
+             seed: int = 12345, device: str = "cpu", thresholds=adaptive_eval.DEFAULT_THRESHOLDS) -> dict:
     runs = [open_run(r, device) for r in run_dirs]
     cfg0 = runs[0].cfg
     keys = ("task", "d", "noise", "phi_seed")
@@ -175,6 +190,11 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
               "trained_T": {r.name: r.cfg.train_loops for r in runs},
               "init_from": {r.name: r.cfg.init_from for r in runs}, "not_drawn": not_drawn}
     result["figures"] = _plots(result, [r.name for r in runs], out_dir, regression)
+    result["loops_used"] = adaptive_eval.loops_used(runs, prompt, thresholds, device)
+    if result["loops_used"]["runs"]:
+        adaptive_eval.plot(result["loops_used"], out_dir / "loops_used.png",
+                           f"{cfg0.task}: error against loops used")
+        result["figures"].append("loops_used.png")
     (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -234,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("batch", "max_loops"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
-        result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device)
+        result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device,
+                          args.thresholds)
     except UsageError as e:
         print(f"algoformer.evaluate: error: {e}", file=sys.stderr)
         return 2
