@@ -101,7 +101,8 @@ def plot(result: dict, path: Path, title: str, extra: dict | None = None) -> Non
     for label, c in (extra or {}).items():
         ax.plot(c["loops"], c["error"], "^-", ms=4, lw=0.8, label=label)
     ax.axhline(result["zero"], color="grey", lw=0.6, label="predict zero")
-    ax.set(yscale="log", xlabel="loops used (steps for numpy)", ylabel="squared error at x_N", title=title)
+    ax.set(xscale="log", yscale="log", xlabel="loops used (steps for numpy; log scale)",
+           ylabel="squared error at x_N", title=title)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +173,13 @@ def test_evaluate_draws_error_against_loops_used(tmp_path, capsys):
     assert evaluate_cli.main([str(tmp_path / "ouro"), "--thresholds", "0,1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "thresholds" in err
+
+
+def test_adaptive_depth_benchmark_refuses_bad_arguments_with_one_line(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    for bad in (["--tols", "0.1,-1"], ["--batch", "0"], ["--no-such"]):
+        r = subprocess.run([sys.executable, str(root / "benchmarks" / "adaptive_depth.py"), str(tmp_path),
+                            "--out", str(tmp_path / "o"), *bad], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 2, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
