@@ -78,13 +78,7 @@ def loops_used(runs, prompt: Prompt, thresholds=DEFAULT_THRESHOLDS, device: str 
             "left_out": [r.name for r in runs if r.init is not None or not r.cfg.train_loops]}
 
 
-def plot(result: dict, path: Path, title: str, extra: dict | None = None) -> None:
-    """result: ``loops_used``'s dict; extra: label -> {"loops": [...], "error": [...]} more curves."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+def _draw(ax, result: dict, extra: dict | None) -> None:
     for name, c in result["runs"].items():
         label = {"none": "fixed-T looped", "ouro": "ouro model, fixed t", "loopformer": "loopformer model, full traj."}
         line, = ax.plot(c["fixed"]["loops"], c["fixed"]["error"], "-", lw=1,
@@ -99,11 +93,31 @@ def plot(result: dict, path: Path, title: str, extra: dict | None = None) -> Non
     for name, c in result["numpy"].items():
         ax.plot(c["loops"], c["error"], ":", lw=1.5, label=f"numpy {'GD' if name == 'gd' else 'Newton'} k steps")
     for label, c in (extra or {}).items():
-        ax.plot(c["loops"], c["error"], "^-", ms=4, lw=0.8, label=label)
+        ax.plot(c["loops"], c["error"], "^", ms=5, label=label)            # points: one per tolerance
     ax.axhline(result["zero"], color="grey", lw=0.6, label="predict zero")
-    ax.set(xscale="log", yscale="log", xlabel="loops used (steps for numpy; log scale)",
-           ylabel="squared error at x_N", title=title)
+    ax.set(xscale="log", yscale="log", xlabel="loops used (steps for numpy)", ylabel="squared error at x_N")
+
+
+def plot(result: dict, path: Path, title: str, extra: dict | None = None) -> None:
+    """result: ``loops_used``'s dict; extra: label -> {"loops": [...], "error": [...]} more curves
+    (drawn on a second, log-log panel over all loops when they go beyond the trained T)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = max(c["T"] for c in result["runs"].values())
+    wide = any(max(c["loops"]) > T + 0.5 for c in (extra or {}).values())
+    fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(12 if wide else 6.5, 4.6), squeeze=False)
+    for ax in axes[0]:
+        _draw(ax, result, extra)
+    ax = axes[0, 0]
+    ax.set(xscale="linear", xlim=(0.7, T + 0.3), title=title + f" (loops 1..{T})")
+    trained = [e for c in result["runs"].values() for k in ("fixed", "budgets") if k in c for e in c[k]["error"]]
+    trained += [r["error"] for c in result["runs"].values() for r in c.get("thresholds", [])]
+    ax.set_ylim(0.5 * min(trained + [result["zero"]]), 2 * max(trained + [result["zero"]]))
     ax.legend(fontsize=6)
+    if wide:
+        axes[0, 1].set(title="all loops, with the constructions' halting (log-log)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
