@@ -8,7 +8,8 @@ the N - 1 samples before it), averaged over the evaluation batch, on the same pr
                         loops used over the batch; and the gate-free exit at every fixed t = 1..T
     loopformer          budget L = 1..T: L loops of step 1/L (x = L)
     numpy GD, Newton    k = 1..max(T) steps on the same N - 1 samples (``training.baselines``, float64,
-                        per-problem step 1/lambda_max and alpha = 1/lambda_max^2)
+                        per-problem step 1/lambda_max and alpha = 1/lambda_max^2); for regression with
+                        representation also on Phi*(x), the features Theorem 3.1's loop regresses on
 
 Runs initialised from a construction read another prompt format and are left out of this figure.
 """
@@ -58,13 +59,16 @@ def run_curves(run, prompt: Prompt, thresholds, device: str) -> dict:
     return out
 
 
-def numpy_curves(prompt: Prompt, k_max: int) -> dict:
-    """GD and Newton after k = 1..k_max steps at the last scored sample (regression prompts)."""
+def numpy_curves(prompt: Prompt, k_max: int, phi=None) -> dict:
+    """GD and Newton after k = 1..k_max steps at the last scored sample (regression prompts), on x and,
+    where ``phi`` is given (regression with representation), on Phi*(x): the algorithm that
+    Theorem 3.1's loop runs."""
     last = baselines.scored_samples(prompt)[-1:]
     res = {}
-    for name in ("gd", "newton"):
-        path = baselines.each_step(name, k_max, None, None, last)(prompt)   # (k_max + 1, B, n, 1)
-        res[name] = {"loops": list(range(1, k_max + 1)), "error": _err_last(path[1:], prompt).tolist()}
+    for features, suffix in ((None, ""),) + (((phi, " on Phi*(x)"),) if phi is not None else ()):
+        for name, label in (("gd", "GD"), ("newton", "Newton")):
+            path = baselines.each_step(name, k_max, None, features, last)(prompt)   # (k_max + 1, B, n, 1)
+            res[label + suffix] = {"loops": list(range(1, k_max + 1)), "error": _err_last(path[1:], prompt).tolist()}
     return res
 
 
@@ -72,7 +76,8 @@ def loops_used(runs, prompt: Prompt, thresholds=DEFAULT_THRESHOLDS, device: str 
     curves = {r.name: run_curves(r, prompt, thresholds, device) for r in runs
               if r.init is None and r.cfg.train_loops}
     k_max = max([c["T"] for c in curves.values()], default=0)
-    numpy = numpy_curves(prompt, k_max) if (prompt.x is not None and k_max) else {}
+    phi = runs[0].cfg.task_spec().phi if runs and runs[0].cfg.task == "representation" else None
+    numpy = numpy_curves(prompt, k_max, phi) if (prompt.x is not None and k_max) else {}
     return {"runs": curves, "numpy": numpy,
             "zero": float(_err_last(baselines.zero(prompt), prompt)),
             "left_out": [r.name for r in runs if r.init is not None or not r.cfg.train_loops]}
@@ -91,7 +96,7 @@ def _draw(ax, result: dict, extra: dict | None) -> None:
             ax.plot(c["budgets"]["loops"], c["budgets"]["error"], "s--", color=line.get_color(), ms=4,
                     label=f"{name}: loopformer budget L")
     for name, c in result["numpy"].items():
-        ax.plot(c["loops"], c["error"], ":", lw=1.5, label=f"numpy {'GD' if name == 'gd' else 'Newton'} k steps")
+        ax.plot(c["loops"], c["error"], ":" if "Phi" not in name else "-.", lw=1.5, label=f"numpy {name}, k steps")
     for label, c in (extra or {}).items():
         ax.plot(c["loops"], c["error"], "^", ms=5, label=label)            # points: one per tolerance
     ax.axhline(result["zero"], color="grey", lw=0.6, label="predict zero")

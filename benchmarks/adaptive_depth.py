@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     cons = constructed(task.name, task.phi, problems(prompt), args.tols, args.max_loops)
     lu = result["loops_used"]
     k = max([int(np.ceil(max(c["loops"]))) for c in cons.values()] + [max(r["T"] for r in lu["runs"].values())])
-    lu["numpy"] = adaptive_eval.numpy_curves(prompt, k)
+    lu["numpy"] = adaptive_eval.numpy_curves(prompt, k, task.phi if task.name == "representation" else None)
     adaptive_eval.plot(lu, out / "adaptive_depth.png", f"{task.name} (d={task.d}, N={run.cfg.n_points}): "
                        "error against loops used", extra=cons)
     (out / "adaptive_depth.json").write_text(json.dumps({"loops_used": lu, "constructed": cons,
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if "budgets" in c:
             print(f"  budgets L=1..T {['%.3g' % e for e in c['budgets']['error']]}")
     for name, c in lu["numpy"].items():
-        print(f"numpy {name}: k=1..6 {['%.3g' % e for e in c['error'][:6]]}")
+        print(f"numpy {name}: k=1..6 {['%.3g' % e for e in c['error'][:6]]}; k={k} {c['error'][-1]:.3g}")
+    print(f"predict zero: {lu['zero']:.4g}")
     print(f"wrote adaptive_depth.png, adaptive_depth.json in {out}")
     return 0
 

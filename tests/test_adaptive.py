@@ -168,7 +168,7 @@ def test_evaluate_draws_error_against_loops_used(tmp_path, capsys):
     used = [r["mean_loops"] for r in rows]
     assert used == sorted(used) and used[-1] == 4.0       # a larger q never exits earlier; q = 1 runs T
     assert all(sum(r["loops_histogram"]) == 16 for r in rows)
-    assert len(res["numpy"]["gd"]["error"]) == 4
+    assert len(res["numpy"]["GD"]["error"]) == 4 and "GD on Phi*(x)" not in res["numpy"]
     capsys.readouterr()
     assert evaluate_cli.main([str(tmp_path / "ouro"), "--thresholds", "0,1.5"]) == 2
     err = capsys.readouterr().err.strip()
