@@ -58,7 +58,7 @@ class TrainConfig:
     metrics: Literal["jsonl", "csv"] = "jsonl"
     out: str = "runs/default"
     init_from: str | None = None   # start from a construction's weights (``initialisers``); None = from scratch
-    adaptive: str = "none"         # none | ouro | loopformer (``algoformer.adaptive``)
+    adaptive: Literal["none", "ouro", "loopformer"] = "none"   # adaptive depth (``algoformer.adaptive``)
     exit_beta: float = 0.05        # ouro: entropy-regulariser weight (uniform prior)
     consistency: float = 0.1       # loopformer: shortcut-consistency weight (LoopFormer's 0.1)
 
