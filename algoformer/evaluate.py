@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import adaptive, adaptive_eval
 from .training import baselines, checkpoint, initialisers
 from .training.config import MAX_LOOPS, SEED_MAX, TrainConfig
 from .training.guards import (Progress, UsageError, check_device, check_folder, check_memory, dumps,
@@ -66,7 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check the arguments, the runs and --out, print the "
                    "configuration, and exit without evaluating or writing (default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (default: off)")
+    p.add_argument("--thresholds", type=_thresholds, default=adaptive_eval.DEFAULT_THRESHOLDS,
+                   help="exit thresholds q of --adaptive ouro runs in loops_used.png, comma-separated floats "
+                        f"in (0, 1] (default: {','.join(map(str, adaptive_eval.DEFAULT_THRESHOLDS))})")
     return p
+
+
+def _thresholds(s: str) -> tuple[float, ...]:
+    try:
+        qs = tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated floats in (0, 1], got {s!r}") from None
+    if not all(0 < q <= 1 for q in qs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated floats in (0, 1], got {s!r}")
+    return qs
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -110,6 +124,7 @@ def open_run(run: str | Path, device: str = "cpu") -> Run:
         task = cfg.task_spec()
         model = init.model if init is not None else \
             build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))
+        adaptive.attach(model, cfg.adaptive, cfg.train_loops)   # its gate / conditioning: in the state dict
         checkpoint.restore(run / "ckpt.pt", ckpt, model)    # names, shapes checked against the config
     except checkpoint.CheckpointError as e:
         raise UsageError(str(e)) from None
@@ -185,7 +200,8 @@ def _check_memory(runs: list[Run], batch: int, max_loops: int, device: str) -> N
 
 
 def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_loops: int = 200,
-             seed: int = 12345, device: str = "cpu", dry_run: bool = False, quiet: bool = False) -> dict:
+             seed: int = 12345, device: str = "cpu", dry_run: bool = False, quiet: bool = False,
+             thresholds=adaptive_eval.DEFAULT_THRESHOLDS) -> dict:
     """Evaluate the runs and write the figures and eval.json in ``out`` (default: the first run's
     folder). Checks --out, the runs and the memory before any work; ``dry_run``: the checks and the
     configuration line only."""
@@ -277,6 +293,11 @@ def evaluate(run_dirs: list[str], out: str | None = None, batch: int = 256, max_
               "trained_T": {r.name: r.cfg.train_loops for r in runs},
               "init_from": {r.name: r.cfg.init_from for r in runs}, "not_drawn": not_drawn}
     result["figures"] = plots(result, [r.name for r in runs], out_dir, regression)
+    result["loops_used"] = adaptive_eval.loops_used(runs, prompt, thresholds, device)
+    if result["loops_used"]["runs"]:
+        adaptive_eval.plot(result["loops_used"], out_dir / "loops_used.png",
+                           f"{cfg0.task}: error against loops used")
+        result["figures"].append("loops_used.png")
     (out_dir / "eval.json").write_text(dumps(result, indent=1))     # NaN / inf as null
     return result
 
@@ -286,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         check_args(args)
         result = evaluate(args.runs, args.out, args.batch, args.max_loops, args.seed, args.device,
-                          dry_run=args.dry_run, quiet=args.quiet)
+                          dry_run=args.dry_run, quiet=args.quiet, thresholds=args.thresholds)
     except UsageError as e:
         print(f"algoformer.evaluate: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -55,6 +55,7 @@ class AlgoFormer(nn.Module):
         self.hook_post = HookPoint("hook_post")
         self.hook_running = HookPoint("hook_running")
         self.hook_loops = HookPoint("hook_loops")
+        self.loop_condition = None     # optional: told each loop's number (``algoformer.adaptive``)
         for stack in ("pre", "post"):
             for i, layer in enumerate(getattr(self, stack)):
                 layer.set_scope(f"{stack}.{i}.")
@@ -81,6 +82,8 @@ class AlgoFormer(nn.Module):
     def _loop_layers(self, h: torch.Tensor, t: int, injection: torch.Tensor | None) -> torch.Tensor:
         if injection is not None:
             h = h + injection
+        if self.loop_condition is not None:
+            self.loop_condition.enter(t)
         for i, layer in enumerate(self.loop):
             layer.set_scope(f"loop.{t}.{i}.")
             h = layer(h)

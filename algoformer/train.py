@@ -23,13 +23,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import adaptive
 from .layer import param_count
 from .training import checkpoint, initialisers, options
+from .training.adaptive_loss import make_loss
 from .training.config import RESUMABLE_CHANGES, TrainConfig
 from .training.guards import (EXIT_USAGE, Divergence, Interrupts, RunStopped, UsageError, agreed_signal,
                               check_device, check_folder, check_step_memory, dumps, is_out_of_memory, make_folder,
                               one_line)
-from .training.loss import Eq3Loss, masked_mean, position_errors
+from .training.loss import masked_mean, position_errors
 from .training.metrics import MetricsWriter
 from .training.models import build_model
 
@@ -157,9 +159,10 @@ def _train(cfg: TrainConfig, ddp: Dist, resume: bool, stop_after: int, quiet: bo
     init = initialisers.load(cfg.init_from).build(cfg) if cfg.init_from is not None else None
     encode = init.encode if init is not None else _same
     torch.manual_seed(cfg.seed)
-    model = (init.model if init is not None else
-             build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points))).to(device)
-    loss_mod: torch.nn.Module = Eq3Loss(model)
+    model = adaptive.attach(init.model if init is not None else
+                            build_model(cfg.model_spec(), cfg.d, task.d_out, task.n_tokens(cfg.n_points)),
+                            cfg.adaptive, cfg.train_loops).to(device)
+    loss_mod: torch.nn.Module = make_loss(model, cfg.adaptive, cfg.exit_beta, cfg.consistency)
     if ddp.on:
         loss_mod = torch.nn.parallel.DistributedDataParallel(
             loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
@@ -312,7 +315,9 @@ def _print_header(cfg: TrainConfig, model, device, amp: bool, ddp: Dist, step: i
     layers = cfg.layers if init is not None else cfg.model_spec().n_layers
     print(f"algoformer.train: task={cfg.task} model={cfg.model} d={cfg.d} N={cfg.n_points} "
           f"width={cfg.width} heads={cfg.heads} layers={layers} "
-          f"(T, delta_T)=({cfg.train_loops}, {cfg.delta_T})", flush=True)
+          f"(T, delta_T)=({cfg.train_loops}, {cfg.delta_T}) adaptive={cfg.adaptive}"
+          + {"ouro": f" (exit_beta={cfg.exit_beta})", "loopformer": f" (consistency={cfg.consistency})"}.get(cfg.adaptive, ""),
+          flush=True)
     if init is not None:
         print(f"  {init.description}", flush=True)
     params = f"params={param_count(model):,}" if model is not None else "dry run (nothing written)"

@@ -68,6 +68,9 @@ class TrainConfig:
     metrics: Literal["jsonl", "csv"] = "jsonl"
     out: str = "runs/default"
     init_from: str | None = None   # start from a construction's weights (``initialisers``); None = from scratch
+    adaptive: Literal["none", "ouro", "loopformer"] = "none"   # adaptive depth (``algoformer.adaptive``)
+    exit_beta: float = 0.05        # ouro: entropy-regulariser weight (uniform prior)
+    consistency: float = 0.1       # loopformer: shortcut-consistency weight (LoopFormer's 0.1)
 
     def __post_init__(self) -> None:
         _check(self.task in TASKS, "task", self.task, "one of " + ", ".join(TASKS))
@@ -105,11 +108,24 @@ class TrainConfig:
         _check(self.metrics in ("jsonl", "csv"), "metrics", self.metrics, "one of jsonl, csv")
         _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                "device", self.device, "one of auto, cpu, cuda, cuda:K")
+        self._check_adaptive()
         self.task_spec(), self.curriculum_schedule()   # their own validation
         if self.init_from is None:
             self.model_spec()
         else:
             self._check_init()
+
+    def _check_adaptive(self) -> None:
+        from ..adaptive import MODES
+        _check(self.adaptive in MODES, "adaptive", self.adaptive, "one of " + ", ".join(MODES))
+        for name in ("exit_beta", "consistency"):
+            v = getattr(self, name)
+            _check(isinstance(v, (int, float)) and 0 <= v < math.inf, name, v, "a finite float >= 0")
+        if self.adaptive != "none":
+            _check(self.model != "standard", "model", self.model,
+                   f"algoformer or looped with adaptive={self.adaptive!r} (the standard transformer has no loop)")
+            _check(self.init_from is None, "init_from", self.init_from,
+                   f"none with adaptive={self.adaptive!r} (trained from scratch)")
 
     def _check_init(self) -> None:
         """The construction dictates the model: task, model kind, fixed N, width, heads, layers."""

@@ -67,10 +67,17 @@ HELP = {
     "out": "the run folder (created with its parents): config.json, metrics, ckpt.pt; an existing run "
            "needs --resume or --overwrite (default: %(default)s)",
     "init_from": "start from constructed weights: {choices} (default: none, from scratch)",
+    "adaptive": "adaptive depth: {choices}; none (fixed T, Eq. 3 loss), ouro (learned exit gate, expected "
+                "loss over the exit distribution + entropy regulariser), loopformer (loops conditioned on time "
+                "and step size, shortcut-consistency loss) (default: %(default)s)",
+    "exit_beta": "ouro: weight beta of the entropy regulariser -beta H(p), uniform prior over 1..T, a finite "
+                 "float >= 0 (default: %(default)s)",
+    "consistency": "loopformer: weight of the shortcut-consistency loss (MSE of a sampled short trajectory's "
+                   "output to the detached full one), a finite float >= 0 (default: %(default)s, as in LoopFormer)",
 }
 CHOICES = {"task": tuple(TASKS), "model": MODELS, "init_scale": ("gpt2", "fan_in"),
            "schedule": ("constant", "cosine"), "amp": ("auto", "bf16", "off"), "attention": ("sdpa", "exact", "linear"),
-           "metrics": ("jsonl", "csv")}
+           "metrics": ("jsonl", "csv"), "adaptive": ("none", "ouro", "loopformer")}
 
 
 class Parser(argparse.ArgumentParser):
