@@ -130,18 +130,27 @@ def _pairs(cols: np.ndarray, K: int) -> np.ndarray:
     return np.concatenate([p, [K - 1]]).astype(np.int64) if K % 2 else p
 
 
+def _blocks(rows: np.ndarray, N: int, t: int) -> np.ndarray:
+    """The rows widened to whole aligned blocks of t (a kernel's tile of output rows), the last, partial
+    block whole: each kept row then sits at the same place of a tile of the same kind as before."""
+    starts = np.unique(rows // t) * t
+    return np.unique(np.concatenate([np.arange(s, min(s + t, N)) for s in starts])).astype(np.int64)
+
+
 def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: int, n: int, dtype, device,
              compute=None) -> _Product:
     """The packed product of the weights w (T, N, K) (bias b (T, N)) that reads only the columns
     ``cols`` and writes the rows ``rows`` where that gives the model's product bit for bit. Kernels
     are chosen by shape and may sum the inner dimension in another order, so each candidate (the
-    nonzero columns and rows, their aligned pairs, the dense product in one bmm) is probed, once per
+    nonzero columns, their aligned pairs or all; the nonzero rows, widened to aligned tiles of 4 to 32,
+    or all; in one bmm; the cheapest first) is probed, once per
     (kind, sizes, zero pattern, dtype, device): random data with this zero pattern, the model's call
-    against the candidate. The first that agrees is used; else the model's call per construction."""
+    against the candidate. The first that agrees is used; else the model's call per construction.
+    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)"""
     T, N, K = w.shape
     compute = compute or dtype
     cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
-    key = (kind, T, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
+    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
     make = lambda kc, nc, batched, ww, bb: _Product(
         kind, _index(kc, device), _index(nc, device),
         torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
@@ -151,9 +160,10 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
     if key not in _PROBES:
         _PROBES[key] = (every_k, every_n, False)
         rng = np.random.default_rng(0)
-        pw, pb, px = rng.standard_normal((T, N, K)), rng.standard_normal((T, N)), rng.standard_normal((T, B * n, K))
-        if kind[0] == "matmul":      # (T*B, H, n, r), contiguous as the pattern @ values product leaves it
-            px = px.reshape(T, B, n, kind[1], K // kind[1]).transpose(0, 1, 3, 2, 4).reshape(T * B, kind[1], n, -1)
+        # one construction: a bmm computes each of its T matrices alone, as the model's call does
+        pw, pb, px = rng.standard_normal((1, N, K)), rng.standard_normal((1, N)), rng.standard_normal((1, B * n, K))
+        if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
+            px = px.reshape(B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
         pw[:, :, np.setdiff1d(every_k, cols)] = 0.0
         pw[:, np.setdiff1d(every_n, rows)] = 0.0
         pb[:, np.setdiff1d(every_n, rows)] = 0.0
@@ -162,8 +172,13 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
         pb = None if b is None else pb
         x = torch.from_numpy(np.ascontiguousarray(px)).to(dtype=dtype, device=device).to(compute)
         exact = make(every_k, every_n, False, pw, pb)(x)
-        for kc, nc in ((cols, rows), (_pairs(cols, K), rows), (cols, every_n), (_pairs(cols, K), every_n),
-                       (every_k, rows), (every_k, every_n)):
+        ks = [cols, _pairs(cols, K), every_k]
+        ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
+        tried = set()
+        for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
+            if (kc.tobytes(), nc.tobytes()) in tried:
+                continue
+            tried.add((kc.tobytes(), nc.tobytes()))
             out = make(kc, nc, True, pw, pb)(x)
             if torch.equal(out, exact[:, :, torch.from_numpy(nc).to(device)]):
                 _PROBES[key] = (kc, nc, True)
