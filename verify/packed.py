@@ -1,29 +1,25 @@
-"""The sweep's fast emulation: many temperatures in one batched forward, zeros of the weights skipped.
+"""The sweep's fast emulation: the model's numbers, bit for bit, with the zeros of the weights skipped.
 
 ``emulate_many(cons, problem, iters, dtype, device)`` returns what ``emulate.emulate`` returns for
-each construction (``every_prediction=False``), for constructions that differ only in their numbers
-(the same layout, layer shapes and masks: one algorithm, one variant, several temperatures). It runs
-Eq. 1 itself, from the same tensors that ``constructions.bridge.state_dict`` loads into the model
-(padded heads, value maps factored as W_O W_V), with two changes that do not change a product:
+each construction (``every_prediction=False``), for constructions of one structure (one algorithm
+and variant, several temperatures). It runs Eq. 1 itself, from the tensors that
+``constructions.bridge.state_dict`` loads into the model, with two changes:
 
-  * temperature is a batch dimension: the stream is (T*B, n, D) and every weight (T, ...), one bmm
-    per matmul for all T constructions;
-  * a matmul reads only the stream columns its weight reads (the nonzero columns of W_Q, W_K, W_V's
-    selection, W_1) and writes only the rows its map writes (nonzero rows of W_O, W_2, b_2): the
-    constructed maps read ~20 of D ~ 140 columns. Each column or row dropped holds exact zeros.
+  * temperature is a batch dimension: the stream is (T, B*n, D) and every weight (T, ...), one bmm
+    per product for all T constructions (the scores and pattern @ values are batched anyway);
+  * a product reads only the stream columns its weight reads (the nonzero columns of W_Q, W_K, W_1;
+    W_V is a selection, so a gather) and writes only the rows its map writes (nonzero rows of W_O,
+    W_2, b_2): the constructed maps read ~20-40 of D ~ 140 columns and write ~20.
 
-Every product is the model's up to the order of its sum: a dropped term is an exact zero, but the
-BLAS kernel that sums the rest is chosen by the matrix shapes (this CPU's float64 kernels sum the
-inner dimension in interleaved lanes, and pick another kernel for a narrower output), so the rounding
-of one product may differ by a unit in the last place. The emulated error is then the same to its
-leading digits wherever it is set by truncation, and rounding noise of the same size where rounding
-sets it (the floor): docs/verifier-speed.md says which printed rows differ, and
-``tests/test_packed.py`` bounds the difference. Batching the temperatures changes nothing: the
-packed run of T constructions equals T packed runs of one, bit for bit. In one edge case the two
-differ: a non-finite value in a column that a dense product multiplies by zero turns the model's
-whole output NaN; here it marks that problem's trajectory NaN (the sweep's ``diverged`` either way).
-``supported(con)`` says whether a construction can run here (softmax attention only); the sweep uses
-``emulate.emulate`` otherwise.
+A dropped term is an exact zero, but the BLAS kernel that sums the rest is chosen by the shapes:
+this CPU's float64 kernels sum the inner dimension in two interleaved lanes and treat a partial
+tile of output rows apart, so a narrower product may round differently. ``_product`` therefore
+probes each candidate restriction (the nonzero columns or their aligned pairs; the rows, or the
+aligned tiles of 4-32 that hold them) on random data against the model's own call, once per shape,
+and keeps the cheapest one that agrees bit for bit (else the model's call). A construction whose
+stream holds a non-finite value (which the model's dense products spread as NaN) is rerun on the
+model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for bit;
+``supported(con)`` says whether a construction runs here (softmax attention, ReLU, no norm).
 """
 from __future__ import annotations
 
@@ -35,7 +31,7 @@ import torch
 from constructions.bridge import model_config, state_dict
 from constructions.prompt import Construction
 
-from .emulate import attention_dtype, resolve_dtype, tf32_matmuls
+from .emulate import attention_dtype, emulate, resolve_dtype, tf32_matmuls
 from .references import Trajectory
 
 _UP: dict = {None: None, "float32": torch.float32, "float64": torch.float64}
@@ -114,9 +110,10 @@ class _Product:
         return torch.stack([_model_op(self.kind, x[t], self.w[t], None if self.b is None else self.b[t],
                                       self.B, self.n) for t in range(x.shape[0])])
 
-    def flops(self) -> int:
+    def shape(self) -> tuple[int, int, int, int]:
+        """(batch, M, K, N) of the product it runs (the model's call per construction: the same FLOPs)."""
         T, N, K = self.w.shape
-        return 2 * T * self.B * self.n * N * K
+        return T, self.B * self.n, K, N
 
 
 _PROBES: dict = {}
@@ -170,7 +167,9 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
         if kind[0] != "matmul":
             px[:, :, np.setdiff1d(every_k, cols)] = 0.0
         pb = None if b is None else pb
-        x = torch.from_numpy(np.ascontiguousarray(px)).to(dtype=dtype, device=device).to(compute)
+        x = torch.from_numpy(np.ascontiguousarray(px)).to(device=device)
+        # the stream holds storage-dtype values; pattern @ values (W_O's input) is formed in the compute dtype
+        x = x.to(compute) if kind[0] == "matmul" else x.to(dtype).to(compute)
         exact = make(every_k, every_n, False, pw, pb)(x)
         ks = [cols, _pairs(cols, K), every_k]
         ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
@@ -199,14 +198,14 @@ class _Layer:
     fc1: _Product | None = None
     fc2: _Product | None = None
 
-    def flops(self) -> int:
-        """2 x the multiply-adds of this layer's matmuls (the products, the scores, pattern @ values)."""
-        f = sum(p.flops() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None)
+    def matmuls(self) -> list[tuple[int, int, int, int]]:
+        """(batch, M, K, N) of every matmul this layer runs: its products, the scores, pattern @ values."""
+        out = [p.shape() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None]
         if self.q is not None:
             T, Hk, _ = self.q.w.shape
-            Hr = self.o.w.shape[2]
-            f += 2 * T * self.q.B * self.q.n ** 2 * (Hk + Hr)
-        return f
+            H, B, n = self.H, self.q.B, self.q.n
+            out += [(T * B * H, n, Hk // H, n), (T * B * H, n, n, self.o.w.shape[2] // H)]
+        return out
 
 
 def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int) -> _Layer:
@@ -248,7 +247,7 @@ class Packed:
         if not supported(cons[0]):
             raise ValueError("only softmax attention, ReLU FFNs and no norm run packed (verify.emulate otherwise)")
         self.cons, self.device = cons, device
-        self.upcast = attention_dtype(dtype)
+        self.name, self.upcast = dtype, attention_dtype(dtype)
         self.dtype, self.tf32 = resolve_dtype(dtype)
         self._cfg = model_config(cons[0].weights, attention_dtype=self.upcast)
         self._sds = [state_dict(c.weights) for c in cons]
@@ -261,11 +260,15 @@ class Packed:
                                       for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
         return self._packed[B, n]
 
-    def flops(self, B: int, n: int, iters: int) -> int:
-        """Matmul FLOPs (2 per multiply-add) of one ``run`` over B problems and ``iters`` loops."""
+    def matmuls(self, B: int, n: int, iters: int) -> list[tuple[int, int, int, int, int]]:
+        """(count, batch, M, K, N) of the matmuls one ``run`` over B problems and ``iters`` loops does
+        (``flops``: 2 per multiply-add; the softmax, ReLU and adds are not counted)."""
         stacks = self.stacks(B, n)
-        f = lambda s: sum(l.flops() for l in stacks[s])
-        return f("pre") + iters * f("loop") + f("post")
+        count = {"pre": 1, "loop": iters, "post": 1}
+        return [(count[s], *m) for s in stacks for layer in stacks[s] for m in layer.matmuls()]
+
+    def flops(self, B: int, n: int, iters: int) -> int:
+        return sum(2 * c * b * m * k * nn for c, b, m, k, nn in self.matmuls(B, n, iters))
 
     def run(self, problem, iters: int) -> list[Trajectory]:
         if self.tf32 and torch.device(self.device).type != "cuda":
@@ -290,22 +293,22 @@ class Packed:
             view = h.view(T, B, n, D)
             its.append([c.iterate.read(c.layout, view[i]).to(torch.float64, copy=True) for i, c in enumerate(self.cons)])
         # a stream entry, once non-finite, stays so (columns are only added to): one check at the end
-        bad = ~torch.isfinite(h.view(T, B, n * D)).all(-1)
+        bad = ~torch.isfinite(h.view(T, -1)).all(-1)
         post = h.clone()
         for layer in stacks["post"]:
             _layer(layer, post, B, n)
-        bad |= ~torch.isfinite(post.view(T, B, n * D)).all(-1)
+        bad = (bad | ~torch.isfinite(post.view(T, -1)).all(-1)).cpu()
         post = post.view(T, B, n, D)
         out = []
-        nan = torch.tensor(float("nan"), dtype=torch.float64)
         for i, con in enumerate(self.cons):
+            if bad[i]:     # the model's dense products spread a non-finite value as NaN: run it there
+                out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
+                continue
             lay = con.layout
             it = torch.stack([s[i] for s in its], 1).cpu()
             last = con.answer.read(lay, post[i]).to(torch.float64).cpu()
             pred = torch.full((B, iters + 1) + tuple(last.shape[1:]), float("nan"), dtype=torch.float64)
             pred[:, -1] = last
-            b = bad[i].cpu()
-            it[b], pred[b] = nan, nan
             out.append(Trajectory(it.numpy(), pred.numpy()))
         return out
 
