@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.linearise import VARIANTS
 from verify import registry
 from verify.emulate import emulate
 from verify.interface import Options
@@ -35,12 +34,14 @@ def _same_rows(a, b) -> bool:
 @pytest.mark.parametrize("name", SWEEPS)
 def test_packed_sweep_gives_the_row_by_row_rows_bit_for_bit(name):
     algo = registry.get(name)
-    variants = [v for v in ("odd", "richardson4+mirror") if algo.supports(v)]
+    variants = [v for v in (("odd", "richardson4+mirror") if name in ("gd", "newton") else ("odd",))
+                if algo.supports(v)]
     thetas = [1e-1, 1e-2, 1e-3, 1e-5, 1e-300]
     args = (algo, SMALL, 3, variants, ["float64", "float32"], "cpu", thetas)
     _, packed = run_sweep(*args, packed=True)
     _, model = run_sweep(*args, packed=False)
     assert len(packed) > 2 * len(variants) * 2          # coarse, refinement and automatic rows were run
+    assert any(r.status == "ok" for r in packed)
     assert _same_rows(packed, model)
 
 
@@ -48,7 +49,7 @@ def test_packed_sweep_gives_the_row_by_row_rows_bit_for_bit(name):
 @pytest.mark.parametrize("name", ["gd", "newton", "decoder-gd"])
 def test_every_construction_of_a_batch_is_the_models_run_bit_for_bit(name, dtype):
     algo, p, step, scores, n = _setup(name)
-    for variant in [v for v in VARIANTS if algo.supports(v)][:4]:
+    for variant in [v for v in ("odd+mirror", "richardson6", "odd") if algo.supports(v)][:2]:
         cons = [algo.build(SMALL, step, schedule_temps(t, variant, n, scores), variant) for t in (1e-1, 1e-3, 1e-6)]
         for got, con in zip(emulate_many(cons, p, 4, dtype), cons):
             want = emulate(con, p, 4, dtype, every_prediction=False)
