@@ -38,6 +38,7 @@ _UP: dict = {None: None, "float32": torch.float32, "float64": torch.float64}
 
 
 def supported(con: Construction) -> bool:
+    """Whether ``con`` runs packed: softmax attention (full or causal), ReLU FFNs, no norm."""
     cfg = model_config(con.weights)
     return all(l.scores == "softmax" and l.mask in ("full", "causal") and not l.pre_norm
                and l.activation == "relu" for l in cfg.pre + cfg.loop + cfg.post)

@@ -317,7 +317,7 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
                 todo = [(key, _build(algo, opts, step, t, variant)) for key, t in items if key not in cache]
                 cache.update((key, (con, None)) for key, con in todo)
                 run = [(key, con) for key, con in todo if not weights_overflow(con, dtype_name)]
-                if packed and run and all(_packs(con) for _, con in run):
+                if packed and run and all(supported(con) for _, con in run):
                     try:
                         emus = emulate_many([con for _, con in run], problem, iters, dtype_name, device)
                     except ValueError:       # structures differ: each row on the model, in _row
@@ -361,19 +361,6 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
 def _build(algo: Algorithm, opts: Options, step, temps, variant):
     with np.errstate(over="ignore", invalid="ignore"):
         return algo.build(opts, step, temps, variant)
-
-
-def _packs(con) -> bool:
-    """Whether the packed emulation runs this construction (``verify.packed.supported``), cached by
-    its layer structure."""
-    key = tuple((l.mask, l.scores, len(l.heads), l.ffn is not None) for l in con.weights.pre + con.weights.loop
-                + con.weights.post)
-    if key not in _PACKS:
-        _PACKS[key] = supported(con)
-    return _PACKS[key]
-
-
-_PACKS: dict = {}
 
 
 def rows_as_dicts(rows: list[Row]) -> list[dict]:
