@@ -1,60 +1,139 @@
-"""Throughput of the verifier's inner loop: constructed AlgoFormer forward passes.
+"""Throughput of the verifier's inner loop, against the machine's own limit for the same matmuls.
 
-Prints wall time and (problems x temperatures x loops) per second for the Newton and GD
-constructions, per dtype, on CPU and (where present) CUDA. Problems are batched: one forward pass per
-loop for the whole batch.
+For the Newton and GD constructions, per device and dtype, ``--temps`` temperatures run two ways:
 
-    python benchmarks/verify_throughput.py [--problems 64] [--temps 8] [--iters 20]
+    model    each construction on the PyTorch model (``verify.emulate.emulate``): dense D x D-wide maps
+    packed   all temperatures in one forward (``verify.packed``): the zero columns and rows skipped
+
+Each prints wall time, (problems x temperatures x loops) per second, the GFLOP/s achieved (2 per
+multiply-add of the matmuls that forward really runs: the model's dense ones, the packed ones), and
+the limit: the GFLOP/s of plain ``torch.bmm`` calls of exactly those shapes, dtype and device on
+random data, timed in the same run. ``of limit`` is the ratio: how close to the hardware it runs (the
+rest is the softmax, the reads and adds between the matmuls, and Python).
+
+    python benchmarks/verify_throughput.py [--problems 64] [--temps 8] [--iters 20] [--seed 0]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
 
-from verify.algorithms import ALGORITHMS, Options
+from constructions.bridge import model_config
 from verify.emulate import emulate
+from verify.interface import Options
+from verify.packed import Packed
+from verify.registry import get
 from verify.sweep import DTYPES, schedule_temps
 
 
-def bench(algo_name: str, device: str, dtype_name: str, problems: int, temps: int, iters: int) -> tuple[float, float]:
-    algo = ALGORITHMS[algo_name]
-    opts = Options(problems=problems)
-    p = algo.draw(np.random.default_rng(0), opts)
+def dense_matmuls(cfg, B: int, n: int, iters: int) -> list[tuple[int, int, int, int, int]]:
+    """(count, batch, M, K, N) of the model's own matmuls (``algoformer.layer``) for one construction."""
+    out = []
+    for stack, count in (("pre", 1), ("loop", iters), ("post", 1)):
+        for l in getattr(cfg, stack):
+            D, H, k, r, F = l.d_model, l.n_heads, l.d_head, l.value_dim, l.d_ff
+            if H:
+                out += [(count, 1, B * n, D, H * k)] * 2 + [(count, 1, B * n, D, H * r), (count, 1, B * n, H * r, D),
+                                                            (count, B * H, n, k, n), (count, B * H, n, n, r)]
+            if F:
+                out += [(count, 1, B * n, D, F), (count, 1, B * n, F, D)]
+    return out
+
+
+def flops(matmuls) -> int:
+    return sum(2 * c * b * m * k * n for c, b, m, k, n in matmuls)
+
+
+def limit(matmuls, dtype: torch.dtype, device: str) -> float:
+    """GFLOP/s of plain bmm calls of these shapes (random data, each timed over a few repetitions)."""
+    total_t, total_f = 0.0, 0
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for shape in sorted(set(m[1:] for m in matmuls)):
+        count = sum(m[0] for m in matmuls if m[1:] == shape)
+        b, m, k, n = shape
+        x = torch.randn(b, m, k, generator=g).to(dtype=dtype, device=device)
+        w = torch.randn(b, k, n, generator=g).to(dtype=dtype, device=device)
+        torch.bmm(x, w)
+        reps = 3
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.bmm(x, w)
+        _sync(device)
+        total_t += count * (time.perf_counter() - t0) / reps
+        total_f += count * 2 * b * m * k * n
+    return total_f / total_t / 1e9
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(algo_name: str, device: str, dtype_name: str, problems: int, temps: int, iters: int, seed: int):
+    algo = get(algo_name)
+    opts = Options(problems=problems, seed=seed)
+    p = algo.draw(np.random.default_rng(seed), opts)
     step = algo.choose_step(p)
     scores = algo.score_bounds(p, step)
+    n = algo.n_tokens(opts)
     thetas = np.logspace(-1, -4, temps)
-    cons = [algo.build(opts, step, schedule_temps(t, "odd+mirror", 2 * opts.N + 2, scores), "odd+mirror") for t in thetas]
-    emulate(cons[0], p, 1, DTYPES[dtype_name], device, every_prediction=False)          # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
+    cons = [algo.build(opts, step, schedule_temps(t, "odd+mirror", n, scores), "odd+mirror") for t in thetas]
+    dtype = DTYPES[dtype_name]
+    emulate(cons[0], p, 1, dtype, device, every_prediction=False)          # warm-up
+    _sync(device)
     t0 = time.perf_counter()
-    for con in cons:
-        emulate(con, p, iters, DTYPES[dtype_name], device, every_prediction=False)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
-    return wall, problems * temps * iters / wall
+    model_runs = [emulate(con, p, iters, dtype, device, every_prediction=False) for con in cons]
+    _sync(device)
+    wall_model = time.perf_counter() - t0
+    packed = Packed(cons, dtype, device)
+    packed.stacks(problems, n)                                               # packing and its probes
+    packed.run(p, 1)                                                         # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    packed_runs = packed.run(p, iters)
+    _sync(device)
+    wall_packed = time.perf_counter() - t0
+    same = all(np.array_equal(a.iterates, b.iterates, equal_nan=True)
+               and np.array_equal(a.predictions, b.predictions, equal_nan=True) for a, b in zip(model_runs, packed_runs))
+    dense = dense_matmuls(model_config(cons[0].weights), problems, n, iters) * temps
+    sparse = packed.matmuls(problems, n, iters)
+    rate = lambda wall: problems * temps * iters / wall
+    return [("model", wall_model, rate(wall_model), flops(dense) / wall_model / 1e9, limit(dense, dtype, device)),
+            ("packed", wall_packed, rate(wall_packed), flops(sparse) / wall_packed / 1e9, limit(sparse, dtype, device))], same
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--temps", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    for name in ("problems", "temps", "iters"):
+        if getattr(args, name) < 1:
+            print(f"verify_throughput.py: error: argument --{name}: {getattr(args, name)} is invalid: "
+                  "expected an integer >= 1", file=sys.stderr)
+            return 2
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, problems={args.problems}, "
-          f"temperatures={args.temps}, loops={args.iters}, N=40, d=20, variant=odd+mirror")
-    print(f"{'algorithm':10} {'device':6} {'dtype':8} {'wall_s':>8} {'problem*temp*loop/s':>20}")
+          f"temperatures={args.temps}, loops={args.iters}, N=40, d=20, variant=odd+mirror, seed={args.seed}, "
+          f"devices={devices}")
+    print(f"{'algorithm':9} {'device':6} {'dtype':8} {'path':7} {'wall_s':>7} {'problem*temp*loop/s':>20} "
+          f"{'GFLOP/s':>8} {'limit':>8} {'of limit':>8}  packed == model")
     for algo in ("newton", "gd"):
         for device in devices:
             for dtype in ("float64", "float32"):
-                wall, rate = bench(algo, device, dtype, args.problems, args.temps, args.iters)
-                print(f"{algo:10} {device:6} {dtype:8} {wall:8.2f} {rate:20.0f}")
+                rows, same = bench(algo, device, dtype, args.problems, args.temps, args.iters, args.seed)
+                for path, wall, rate, gflops, lim in rows:
+                    print(f"{algo:9} {device:6} {dtype:8} {path:7} {wall:7.2f} {rate:20.0f} {gflops:8.2f} {lim:8.2f} "
+                          f"{gflops / lim:8.0%}  {'bit for bit' if same else 'DIFFERENT'}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,7 @@ from constructions.linearise import Temperature, choose_temperature, error_bound
 from . import progress
 from .interface import Algorithm, Options
 from .emulate import emulate, relative_error
+from .packed import emulate_many, supported
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,13 @@ def weights_overflow(con, dtype: str | torch.dtype) -> bool:
 
 
 def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dtype_name, device,
-         iters, theta, auto) -> Row:
+         iters, theta, auto, con=None, emu=None) -> Row:
+    """One row. ``con``, ``emu``: the construction and its emulation where the caller has them
+    (the packed sweep); otherwise built and run here (``emulate.emulate``, the model itself)."""
     progress.row(f"{dtype_name} {variant} theta={theta:.0e}{' auto' if auto else ''}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        con = algo.build(opts, step, temps, variant)
+    if con is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            con = algo.build(opts, step, temps, variant)
     loop = temps.get("loop", next(iter(temps.values())))
     n = algo.n_tokens(opts)
     with np.errstate(over="ignore", invalid="ignore"):      # a bound beyond float64 is inf, said so
@@ -151,7 +155,8 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
     blank = dict(error_iterate=nan, error_prediction=nan, median_iterate=nan, median_prediction=nan, growth=nan)
     if weights_overflow(con, dtype_name):
         return Row(**base, **blank, status="overflow")
-    emu = emulate(con, problem, iters, dtype_name, device, every_prediction=False)
+    if emu is None:
+        emu = emulate(con, problem, iters, dtype_name, device, every_prediction=False)
     if not (np.isfinite(emu.iterates).all() and np.isfinite(emu.predictions[:, -1]).all()):
         return Row(**base, **blank, status="diverged")
     e_it = np.stack([relative_error(emu.iterates[:, t], ref.iterates[:, t]) for t in range(iters + 1)], 1)
@@ -204,21 +209,22 @@ def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name
     return out
 
 
-def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True) -> list[Row]:
+def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True, prefetch=None) -> list[Row]:
     """Run rows from high to low theta until the floor is clearly passed (two rows in a row at least
     10x above the best error so far, or two rows that lost the signal; with no good row yet (a coarse
     dtype such as bfloat16), two rows whose output has sunk to ~0), and find the overflow point by
     building weights only, without running them; then, with ``refine``, search the floor on a finer
     grid (theta x 10^(+-1/2), then x 10^(+-1/4) around the better one, for the prediction and then for
     the iterate: the best of a decade grid can sit several times above the floor). Rows come back in
-    order of falling theta."""
+    order of falling theta. ``prefetch(thetas)``, if given, is told the rows that will surely be
+    run next (the two of a refinement step), so that it can run them in one batch."""
     rows = _coarse(run_row, build_overflows, thetas)
     if refine:
-        rows = _refine(run_row, rows)
+        rows = _refine(run_row, rows, prefetch or (lambda thetas: None))
     return sorted(rows, key=lambda r: -r.theta if math.isfinite(r.theta) else math.inf)
 
 
-def _refine(run_row, rows: list[Row]) -> list[Row]:
+def _refine(run_row, rows: list[Row], prefetch) -> list[Row]:
     """Around the best prediction, and around the best iterate where that is another row."""
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
@@ -230,8 +236,10 @@ def _refine(run_row, rows: list[Row]) -> list[Row]:
             break
         done = {r.theta for r in rows}
         for step in (10 ** 0.5, 10 ** 0.25):
-            tried = [run_row(t) for t in (best.theta * step, best.theta / step)
-                     if not any(math.isclose(t, d, rel_tol=1e-9) for d in done)]
+            new = [t for t in (best.theta * step, best.theta / step)
+                   if not any(math.isclose(t, d, rel_tol=1e-9) for d in done)]
+            prefetch(new)
+            tried = [run_row(t) for t in new]
             rows += tried
             done |= {r.theta for r in tried}
             best = min([best] + [r for r in tried if r.status == "ok"], key=lambda r: getattr(r, metric))
@@ -262,9 +270,11 @@ def _coarse(run_row, build_overflows, thetas: list[float]) -> list[Row]:
 
 
 def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], dtypes: list[str],
-              device: str, thetas: list[float] | None = None) -> tuple[dict, list[Row]]:
+              device: str, thetas: list[float] | None = None, packed: bool = True) -> tuple[dict, list[Row]]:
     """Returns (configuration, rows). Problems outside the construction's assumptions are dropped
-    from the comparison and listed in the configuration under ``excluded``."""
+    from the comparison and listed in the configuration under ``excluded``. ``packed``: run the rows
+    with ``verify.packed`` (the first coarse row and the automatic one in one batch, each refinement
+    pair in one), else each row on the model (``emulate.emulate``): the same rows (docs/verifier-speed.md)."""
     rng = np.random.default_rng(opts.seed)
     problem = algo.draw(rng, opts)
     step = opts.step if opts.step is not None else algo.choose_step(problem)
@@ -300,29 +310,57 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     progress.plan(len(dtypes) * len(variants), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
     for dtype_name in dtypes:
         for variant in variants:
-            def run_row(theta, variant=variant, dtype_name=dtype_name):
-                return _row(algo, opts, problem, ref, step, schedule_temps(theta, variant, n, scores),
-                            variant, dtype_name, device, iters, theta, False)
+            cache: dict = {}       # theta (or "auto") -> (construction, emulation or None), until its row
+
+            def prefetch(items, variant=variant, dtype_name=dtype_name, cache=cache):
+                """Build [(key, temps)] and run those that fit the dtype in one packed forward."""
+                todo = [(key, _build(algo, opts, step, t, variant)) for key, t in items if key not in cache]
+                cache.update((key, (con, None)) for key, con in todo)
+                run = [(key, con) for key, con in todo if not weights_overflow(con, dtype_name)]
+                if packed and run and all(supported(con) for _, con in run):
+                    try:
+                        emus = emulate_many([con for _, con in run], problem, iters, dtype_name, device)
+                    except ValueError:       # structures differ: each row on the model, in _row
+                        return
+                    cache.update((key, (con, e)) for (key, con), e in zip(run, emus))
+
+            def run_row(theta, variant=variant, dtype_name=dtype_name, cache=cache, prefetch=prefetch):
+                temps = schedule_temps(theta, variant, n, scores)
+                prefetch([(theta, temps)])
+                con, emu = cache.pop(theta)
+                return _row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters, theta,
+                            False, con, emu)
 
             def overflows(theta, variant=variant, dtype_name=dtype_name):
-                with np.errstate(over="ignore", invalid="ignore"):
-                    con = algo.build(opts, step, schedule_temps(theta, variant, n, scores), variant)
-                return weights_overflow(con, dtype_name)
+                return weights_overflow(_build(algo, opts, step, schedule_temps(theta, variant, n, scores),
+                                               variant), dtype_name)
 
-            rows += _sweep_one(run_row, overflows, thetas or THETAS)
             try:
                 temps = auto_temps(variant, n, scores, dtype_name)
             except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
+                temps = None
+            first = (thetas or THETAS)[0]
+            prefetch([(first, schedule_temps(first, variant, n, scores))] + ([("auto", temps)] if temps else []))
+            rows += _sweep_one(run_row, overflows, thetas or THETAS,
+                               prefetch=lambda ts, variant=variant, prefetch=prefetch:
+                               prefetch([(t, schedule_temps(t, variant, n, scores)) for t in ts]))
+            if temps is None:
                 nan = float("nan")
                 rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
                                 nan, nan, "overflow", True))
                 progress.group_done()
                 continue
             loop = temps.get("loop", next(iter(temps.values())))
+            con, emu = cache.pop("auto")
             rows.append(_row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters,
-                             loop.c * scores.get("loop", next(iter(scores.values()))), True))
+                             loop.c * scores.get("loop", next(iter(scores.values()))), True, con, emu))
             progress.group_done()
     return config, rows
+
+
+def _build(algo: Algorithm, opts: Options, step, temps, variant):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return algo.build(opts, step, temps, variant)
 
 
 def rows_as_dicts(rows: list[Row]) -> list[dict]:

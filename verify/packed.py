@@ -1,0 +1,347 @@
+"""The sweep's fast emulation: the model's numbers, bit for bit, with the zeros of the weights skipped.
+
+``emulate_many(cons, problem, iters, dtype, device)`` returns what ``emulate.emulate`` returns for
+each construction (``every_prediction=False``), for constructions of one structure (one algorithm
+and variant, several temperatures). It runs Eq. 1 itself, from the tensors that
+``constructions.bridge.state_dict`` loads into the model, with two changes:
+
+  * temperature is a batch dimension: the stream is (T, B*n, D) and every weight (T, ...), one bmm
+    per product for all T constructions (the scores and pattern @ values are batched anyway);
+  * a product reads only the stream columns its weight reads (the nonzero columns of W_Q, W_K, W_1;
+    W_V is a selection, so a gather) and writes only the rows its map writes (nonzero rows of W_O,
+    W_2, b_2): the constructed maps read ~20-40 of D ~ 140 columns and write ~20.
+
+A dropped term is an exact zero, but the BLAS kernel that sums the rest is chosen by the shapes:
+this CPU's float64 kernels sum the inner dimension in two interleaved lanes and treat a partial
+tile of output rows apart, so a narrower product may round differently. ``_product`` therefore
+probes each candidate restriction (the nonzero columns or their aligned pairs; the rows, or the
+aligned tiles of 4-32 that hold them) on random data against the model's own call, once per shape,
+and keeps the cheapest one that agrees bit for bit (else the model's call). A construction whose
+stream holds a non-finite value (which the model's dense products spread as NaN) is rerun on the
+model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for bit;
+``supported(con)`` says whether a construction runs here (softmax attention, ReLU, no norm).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from constructions.bridge import model_config, state_dict
+from constructions.prompt import Construction
+
+from .emulate import attention_dtype, emulate, resolve_dtype, tf32_matmuls
+from .references import Trajectory
+
+_UP: dict = {None: None, "float32": torch.float32, "float64": torch.float64}
+
+
+def supported(con: Construction) -> bool:
+    """Whether ``con`` runs packed: softmax attention (full or causal), ReLU FFNs, no norm."""
+    cfg = model_config(con.weights)
+    return all(l.scores == "softmax" and l.mask in ("full", "causal") and not l.pre_norm
+               and l.activation == "relu" for l in cfg.pre + cfg.loop + cfg.post)
+
+
+def _nonzero(a: np.ndarray, axis) -> np.ndarray:
+    """Indices where some entry (over ``axis`` and over the T constructions) is nonzero or non-finite."""
+    return np.flatnonzero(np.any((a != 0) | ~np.isfinite(a), axis=axis))
+
+
+def _index(cols: np.ndarray, device):
+    """A slice where the columns are one run (a view, no copy), else an index tensor."""
+    cols = np.asarray(cols, np.int64)
+    if len(cols) and np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+        return slice(int(cols[0]), int(cols[0]) + len(cols))
+    return torch.from_numpy(cols).to(device)
+
+
+def _take(h: torch.Tensor, ix) -> torch.Tensor:
+    return h[:, :, ix] if isinstance(ix, slice) else h.index_select(2, ix)
+
+
+def _add_(h: torch.Tensor, ix, out: torch.Tensor) -> None:
+    """h[:, :, ix] += out, in place."""
+    if isinstance(ix, slice):
+        h[:, :, ix] += out
+    else:
+        h.index_add_(2, ix, out)
+
+
+def _model_op(kind: tuple, x: torch.Tensor, w: torch.Tensor, b, B: int, n: int) -> torch.Tensor:
+    """The model's own call (``algoformer.layer``) for one construction: x (B*n, K), w (N, K) -> (B*n, N)."""
+    K, N = w.shape[1], w.shape[0]
+    if kind[0] == "matmul":      # x: one construction's (B, H, n, r) pattern @ values, as the model has it
+        return (x.transpose(1, 2).reshape(B, n, K) @ w.T).reshape(B * n, N)
+    if kind[0] == "qk":
+        q = torch.einsum("bnd,hkd->bhnk", x.reshape(B, n, K), w.reshape(kind[1], kind[2], K))
+        return q.permute(0, 2, 1, 3).reshape(B * n, N)
+    if kind[0] == "linear":
+        return torch.nn.functional.linear(x.reshape(B, n, K), w, None if b is None else b.reshape(N)).reshape(B * n, N)
+    raise ValueError(f"kind={kind!r} is invalid: expected qk, linear or matmul")
+
+
+@dataclass
+class _Product:
+    """x[:, :, read] @ w^T (+ b) for the T constructions, the rows ``write`` of the model's product:
+    one bmm (``batched``), or the model's own call per construction."""
+    kind: tuple                 # ("qk", H, k) the queries/keys einsum, ("linear",) an FFN map, ("matmul",) W_O
+    read: object                # slice or index tensor of the input columns kept
+    write: object               # ... of the output rows kept
+    w: torch.Tensor             # (T, |write|, |read|), the model's (out, in) layout
+    b: torch.Tensor | None      # (T, 1, |write|)
+    batched: bool
+    B: int
+    n: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: the stream (T, B*n, K); for W_O ("matmul") the (T*B, H, n, r) pattern @ values, whose
+        head-concatenated form the model multiplies in the layout its reshape leaves (a view for r = 1)."""
+        if self.kind[0] == "matmul":
+            T = x.shape[0] // self.B
+            if not self.batched:
+                z = x.view(T, self.B, *x.shape[1:])
+                return torch.stack([_model_op(self.kind, z[t], self.w[t], None, self.B, self.n) for t in range(T)])
+            x = x.transpose(1, 2).reshape(T, self.B * self.n, -1)
+        x = _take(x, self.read)
+        if self.batched:
+            wt = self.w.transpose(1, 2)
+            return torch.baddbmm(self.b, x, wt) if self.b is not None else torch.bmm(x, wt)
+        return torch.stack([_model_op(self.kind, x[t], self.w[t], None if self.b is None else self.b[t],
+                                      self.B, self.n) for t in range(x.shape[0])])
+
+    def shape(self) -> tuple[int, int, int, int]:
+        """(batch, M, K, N) of the product it runs (the model's call per construction: the same FLOPs)."""
+        T, N, K = self.w.shape
+        return T, self.B * self.n, K, N
+
+
+_PROBES: dict = {}
+
+
+def _pairs(cols: np.ndarray, K: int) -> np.ndarray:
+    """The columns widened to whole aligned pairs (a kernel that sums the inner dimension in two
+    interleaved lanes keeps every term in its lane); an odd K keeps its last column last (the tail)."""
+    p = np.unique(np.concatenate([cols // 2 * 2, cols // 2 * 2 + 1]))
+    p = p[p < K - K % 2]
+    return np.concatenate([p, [K - 1]]).astype(np.int64) if K % 2 else p
+
+
+def _blocks(rows: np.ndarray, N: int, t: int) -> np.ndarray:
+    """The rows widened to whole aligned blocks of t (a kernel's tile of output rows), the last, partial
+    block whole: each kept row then sits at the same place of a tile of the same kind as before."""
+    starts = np.unique(rows // t) * t
+    return np.unique(np.concatenate([np.arange(s, min(s + t, N)) for s in starts])).astype(np.int64)
+
+
+def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: int, n: int, dtype, device,
+             compute=None) -> _Product:
+    """The packed product of the weights w (T, N, K) (bias b (T, N)) that reads only the columns
+    ``cols`` and writes the rows ``rows`` where that gives the model's product bit for bit. Kernels
+    are chosen by shape and may sum the inner dimension in another order, so each candidate (the
+    nonzero columns, their aligned pairs or all; the nonzero rows, widened to aligned tiles of 4 to 32,
+    or all; in one bmm; the cheapest first) is probed, once per
+    (kind, sizes, zero pattern, dtype, device): random data with this zero pattern, the model's call
+    against the candidate. The first that agrees is used; else the model's call per construction.
+    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)"""
+    T, N, K = w.shape
+    compute = compute or dtype
+    cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
+    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
+    make = lambda kc, nc, batched, ww, bb: _Product(
+        kind, _index(kc, device), _index(nc, device),
+        torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
+        None if bb is None else torch.from_numpy(np.ascontiguousarray(bb[:, None, nc])).to(
+            dtype=dtype, device=device).to(compute), batched, B, n)
+    every_k, every_n = np.arange(K), np.arange(N)
+    if key not in _PROBES:
+        _PROBES[key] = (every_k, every_n, False)
+        rng = np.random.default_rng(0)
+        # one construction: a bmm computes each of its T matrices alone, as the model's call does
+        pw, pb, px = rng.standard_normal((1, N, K)), rng.standard_normal((1, N)), rng.standard_normal((1, B * n, K))
+        if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
+            px = px.reshape(B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
+        pw[:, :, np.setdiff1d(every_k, cols)] = 0.0
+        pw[:, np.setdiff1d(every_n, rows)] = 0.0
+        pb[:, np.setdiff1d(every_n, rows)] = 0.0
+        if kind[0] != "matmul":
+            px[:, :, np.setdiff1d(every_k, cols)] = 0.0
+        pb = None if b is None else pb
+        x = torch.from_numpy(np.ascontiguousarray(px)).to(device=device)
+        # the stream holds storage-dtype values; pattern @ values (W_O's input) is formed in the compute dtype
+        x = x.to(compute) if kind[0] == "matmul" else x.to(dtype).to(compute)
+        exact = make(every_k, every_n, False, pw, pb)(x)
+        ks = [cols, _pairs(cols, K), every_k]
+        ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
+        tried = set()
+        for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
+            if (kc.tobytes(), nc.tobytes()) in tried:
+                continue
+            tried.add((kc.tobytes(), nc.tobytes()))
+            out = make(kc, nc, True, pw, pb)(x)
+            if torch.equal(out, exact[:, :, torch.from_numpy(nc).to(device)]):
+                _PROBES[key] = (kc, nc, True)
+                break
+    kc, nc, batched = _PROBES[key]
+    return make(kc, nc, batched, w, b)
+
+
+@dataclass
+class _Layer:
+    mask: str
+    up: torch.dtype | None          # the attention's wider dtype, where it is wider than the stream's
+    q: _Product | None = None
+    k: _Product | None = None
+    H: int = 0
+    v_cols: object = None           # index of the stream column each value row selects (W_V)
+    o: _Product | None = None
+    fc1: _Product | None = None
+    fc2: _Product | None = None
+
+    def matmuls(self) -> list[tuple[int, int, int, int]]:
+        """(batch, M, K, N) of every matmul this layer runs: its products, the scores, pattern @ values."""
+        out = [p.shape() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None]
+        if self.q is not None:
+            T, Hk, _ = self.q.w.shape
+            H, B, n = self.H, self.q.B, self.q.n
+            out += [(T * B * H, n, Hk // H, n), (T * B * H, n, n, self.o.w.shape[2] // H)]
+        return out
+
+
+def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int) -> _Layer:
+    L = _Layer(mask=cfg.mask, up=None)
+    get = lambda name: np.stack([sd[prefix + name].numpy() for sd in sds])   # (T, ...)
+    if cfg.n_heads > 0:
+        up = _UP[cfg.attention_dtype]
+        L.up = up if up is not None and torch.finfo(up).eps < torch.finfo(dtype).eps else None
+        wq, wk, wv, wo = get("attn.w_q"), get("attn.w_k"), get("attn.w_v"), get("attn.w_o")
+        T, H, k, D = wq.shape
+        read = np.union1d(_nonzero(wq, (0, 1, 2)), _nonzero(wk, (0, 1, 2)))
+        every = np.arange(H * k)
+        L.H = H
+        L.q = _product(("qk", H, k), wq.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
+        L.k = _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
+        sel = wv.reshape(T, -1, D)                                   # (T, H*r, D), 0/1 selections
+        if np.any((sel != 0) & (sel != 1)) or np.any((sel != 0).sum(-1) > 1) or np.any(sel != sel[:1]):
+            raise ValueError("w_v is not one selection shared by the constructions (constructions.bridge)")
+        L.v_cols = _index(np.where(sel[0].any(-1), sel[0].argmax(-1), 0), device)   # padded rows: W_O is 0
+        L.o = _product(("matmul", H), wo, None, np.arange(wo.shape[2]), _nonzero(wo, (0, 2)), B, n, dtype,
+                       device, L.up)
+    if cfg.d_ff > 0:
+        w1, b1, w2, b2 = get("ffn.fc1.weight"), get("ffn.fc1.bias"), get("ffn.fc2.weight"), get("ffn.fc2.bias")
+        L.fc1 = _product(("linear",), w1, b1, _nonzero(w1, (0, 1)), np.arange(w1.shape[1]), B, n, dtype, device)
+        write = np.union1d(_nonzero(w2, (0, 2)), _nonzero(b2, 0))
+        L.fc2 = _product(("linear",), w2, b2, np.arange(w2.shape[2]), write, B, n, dtype, device)
+    return L
+
+
+class Packed:
+    """T constructions of one structure as batched, column-restricted weights (see the module doc)."""
+
+    def __init__(self, cons: list[Construction], dtype: torch.dtype | str = torch.float64, device: str = "cpu"):
+        if not cons:
+            raise ValueError("cons is empty: expected at least one construction")
+        cfgs = [model_config(c.weights) for c in cons]
+        if any(c != cfgs[0] for c in cfgs[1:]):
+            raise ValueError("the constructions differ in structure (layers, heads, widths): pack them apart")
+        if not supported(cons[0]):
+            raise ValueError("only softmax attention, ReLU FFNs and no norm run packed (verify.emulate otherwise)")
+        self.cons, self.device = cons, device
+        self.name, self.upcast = dtype, attention_dtype(dtype)
+        self.dtype, self.tf32 = resolve_dtype(dtype)
+        self._cfg = model_config(cons[0].weights, attention_dtype=self.upcast)
+        self._sds = [state_dict(c.weights) for c in cons]
+        self._packed: dict = {}
+
+    def stacks(self, B: int, n: int) -> dict:
+        """The packed layers for B problems of n tokens (the probes of ``_restrict`` use the sizes)."""
+        if (B, n) not in self._packed:
+            self._packed[B, n] = {s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n)
+                                      for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
+        return self._packed[B, n]
+
+    def matmuls(self, B: int, n: int, iters: int) -> list[tuple[int, int, int, int, int]]:
+        """(count, batch, M, K, N) of the matmuls one ``run`` over B problems and ``iters`` loops does
+        (``flops``: 2 per multiply-add; the softmax, ReLU and adds are not counted)."""
+        stacks = self.stacks(B, n)
+        count = {"pre": 1, "loop": iters, "post": 1}
+        return [(count[s], *m) for s in stacks for layer in stacks[s] for m in layer.matmuls()]
+
+    def flops(self, B: int, n: int, iters: int) -> int:
+        return sum(2 * c * b * m * k * nn for c, b, m, k, nn in self.matmuls(B, n, iters))
+
+    def run(self, problem, iters: int) -> list[Trajectory]:
+        if self.tf32 and torch.device(self.device).type != "cuda":
+            raise ValueError(f"device={self.device!r} is invalid for tf32: TF32 matmuls need a CUDA device")
+        with tf32_matmuls(self.tf32), torch.no_grad():
+            return self._run(problem, iters)
+
+    def _run(self, problem, iters: int) -> list[Trajectory]:
+        T = len(self.cons)
+        tokens = [torch.from_numpy(c.encode(problem.x, problem.y, problem.x_test)) for c in self.cons]
+        h = torch.stack(tokens).to(dtype=self.dtype, device=self.device)       # (T, B, n, D)
+        _, B, n, D = h.shape
+        h = h.reshape(T, B * n, D).contiguous()
+        stacks = self.stacks(B, n)
+        for layer in stacks["pre"]:
+            _layer(layer, h, B, n)
+        its = []                     # [loop][construction] the iterate read, copied (h changes in place)
+        for t in range(iters + 1):
+            if t > 0:
+                for layer in stacks["loop"]:
+                    _layer(layer, h, B, n)
+            view = h.view(T, B, n, D)
+            its.append([c.iterate.read(c.layout, view[i]).to(torch.float64, copy=True) for i, c in enumerate(self.cons)])
+        # a stream entry, once non-finite, stays so (columns are only added to): one check at the end
+        bad = ~torch.isfinite(h.view(T, -1)).all(-1)
+        post = h.clone()
+        for layer in stacks["post"]:
+            _layer(layer, post, B, n)
+        bad = (bad | ~torch.isfinite(post.view(T, -1)).all(-1)).cpu()
+        post = post.view(T, B, n, D)
+        out = []
+        for i, con in enumerate(self.cons):
+            if bad[i]:     # the model's dense products spread a non-finite value as NaN: run it there
+                out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
+                continue
+            lay = con.layout
+            it = torch.stack([s[i] for s in its], 1).cpu()
+            last = con.answer.read(lay, post[i]).to(torch.float64).cpu()
+            pred = torch.full((B, iters + 1) + tuple(last.shape[1:]), float("nan"), dtype=torch.float64)
+            pred[:, -1] = last
+            out.append(Trajectory(it.numpy(), pred.numpy()))
+        return out
+
+
+def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
+    """TF(X) of Eq. 1 on the packed stream h (T, B*n, D), in place."""
+    if L.q is not None:
+        _add_(h, L.o.write, _attention(L, h, B, n))
+    if L.fc1 is not None:
+        _add_(h, L.fc2.write, L.fc2(torch.relu(L.fc1(h))))
+
+
+def _attention(L: _Layer, h: torch.Tensor, B: int, n: int) -> torch.Tensor:
+    T, H = h.shape[0], L.H
+    x = h if L.up is None else h.to(L.up)          # the model casts the stream once, before the maps
+    q, k = L.q(x), L.k(x)                          # (T, B*n, H*k)
+    q = q.view(T * B, n, H, -1).transpose(1, 2)    # (TB, H, n, k)
+    k = k.view(T * B, n, H, -1).transpose(1, 2)
+    v = _take(x, L.v_cols)
+    r = v.shape[-1] // H
+    v = v.view(T * B, n, H, r).transpose(1, 2)     # (TB, H, n, r)
+    scores = q @ k.transpose(-1, -2)
+    if L.mask == "causal":
+        future = torch.ones(n, n, dtype=torch.bool, device=h.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    z = torch.softmax(scores, dim=-1) @ v          # (TB, H, n, r)
+    out = L.o(z)
+    return out.to(h.dtype) if L.up is not None else out
+
+
+def emulate_many(cons: list[Construction], problem, iters: int, dtype: torch.dtype | str = torch.float64,
+                 device: str = "cpu") -> list[Trajectory]:
+    """``emulate.emulate(con, problem, iters, dtype, device, every_prediction=False)`` for each of
+    ``cons``, in one packed forward."""
+    return Packed(cons, dtype, device).run(problem, iters)
