@@ -3,16 +3,18 @@
     python experiments/reproduce.py NAME [NAME ...] [--jobs 2] [--runs-root runs/repro] [--results docs/results]
     python experiments/reproduce.py all --jobs 2           # every experiment (runs shared between them once)
     python experiments/reproduce.py all --dry-run          # print every command, run nothing
+    python experiments/reproduce.py yang-linear --resume   # continue / complete existing runs
 
 Experiments (NAME), each a set of training runs of ``python -m algoformer.train`` and one call of
 ``python -m algoformer.evaluate`` on them:
 
   fig2-representation   AlgoFormer Fig. 2a (and Fig. 3 from the same runs): regression with
-                        representation, sigma = 0, AlgoFormer / standard / looped, seed 0
+                        representation, sigma = 0, AlgoFormer / standard / looped, seeds 0, 1, 2
   fig2-ar               AlgoFormer Fig. 2b: AR(q = 3) with representation, innovations N(0, I)
                         (noise 1.0, as in the paper), the three models, seed 0
   yang-linear           Yang et al. 2024's headline: looped (1 layer) against standard (12 layers) on
-                        linear regression, seeds 0, 1, 2 each; Fig. 3 from the same runs (loops to 200)
+                        linear regression, seeds 0, 1, 2 each, 3000 steps; Fig. 3 from the same runs
+                        (loops to 200: the fixed point)
   fig5-linear           AlgoFormer Fig. 5: AlgoFormer on linear regression against GD and Newton,
                         seed 0 (sigma = 0)
 
@@ -56,14 +58,14 @@ TASKS = {"representation": ["--task", "representation", "--noise", "0.0"],
          "linear": ["--task", "linear", "--noise", "0.0"]}
 
 
-def _run(task: str, model: str, seed: int) -> tuple[str, list[str]]:
-    return f"{task}-{model}-s{seed}", [*TASKS[task], "--model", model, "--seed", str(seed)]
+def _run(task: str, model: str, seed: int, steps: int = STEPS) -> tuple[str, list[str]]:
+    return f"{task}-{model}-s{seed}", [*TASKS[task], "--model", model, "--seed", str(seed), "--steps", str(steps)]
 
 
 EXPERIMENTS: dict[str, list[tuple[str, list[str]]]] = {    # `all` runs them in this order
-    "yang-linear": [_run("linear", m, s) for s in (0, 1, 2) for m in ("looped", "standard")],
-    "fig2-representation": [_run("representation", m, 0) for m in ("algoformer", "standard", "looped")],
-    "fig5-linear": [_run("linear", "algoformer", 0), _run("linear", "looped", 0)],
+    "yang-linear": [_run("linear", m, s, 3000) for s in (0, 1, 2) for m in ("looped", "standard")],
+    "fig2-representation": [_run("representation", m, s) for s in (0, 1, 2) for m in ("algoformer", "standard", "looped")],
+    "fig5-linear": [_run("linear", "algoformer", 0)],
     "fig2-ar": [_run("ar", m, 0) for m in ("algoformer", "standard", "looped")],
 }
 EVAL = ["--max-loops", "200", "--batch", "256", "--seed", "12345", "--device", "cpu"]
@@ -76,10 +78,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="training processes at once, 1 or 2 (default: 1)")
     p.add_argument("--runs-root", default="runs/repro", help="folder of the run folders (default: runs/repro)")
     p.add_argument("--results", default="docs/results", help="folder of the results (default: docs/results)")
-    p.add_argument("--steps", type=int, default=STEPS, help=f"training steps of every run (default: {STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps of every run (default: the experiment's: {STEPS}, yang-linear 3000)")
     p.add_argument("--resume", action="store_true",
-                   help="continue existing runs to --steps (constant learning rate: the same as training "
-                        "--steps from the start, bit-exactly on CPU); replaces the results")
+                   help="continue existing runs to their steps (constant learning rate: the same as training "
+                        "that long from the start, bit-exactly on CPU), train missing ones, skip finished ones; "
+                        "replaces the results")
     p.add_argument("--overwrite", action="store_true", help="replace existing runs and results")
     p.add_argument("--dry-run", action="store_true", help="check the paths, print every command, run nothing")
     a = p.parse_args(argv)
@@ -89,7 +93,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"NAME={bad[0]!r} is invalid: expected all or one of {', '.join(EXPERIMENTS)}")
     if a.jobs not in (1, 2):
         p.error(f"--jobs={a.jobs} is invalid: expected 1 or 2 (the CPU budget)")
-    if a.steps < 1:
+    if a.steps is not None and a.steps < 1:
         p.error(f"--steps={a.steps} is invalid: expected an integer >= 1")
     if a.resume and a.overwrite:
         p.error("--resume and --overwrite are invalid together: expected one of them")
@@ -109,8 +113,9 @@ def check_paths(a: argparse.Namespace) -> None:
     if a.resume:
         for n in a.names:
             for run, _ in EXPERIMENTS[n]:
-                if not (Path(a.runs_root) / run / "ckpt.pt").is_file():
-                    _refuse(f"--resume: run folder {str(Path(a.runs_root) / run)!r} has no ckpt.pt")
+                folder = Path(a.runs_root) / run
+                if folder.exists() and not (folder / "ckpt.pt").is_file():
+                    _refuse(f"--resume: run folder {str(folder)!r} exists without a ckpt.pt: remove it")
         return
     for n in a.names:
         res = Path(a.results) / n
@@ -122,10 +127,22 @@ def check_paths(a: argparse.Namespace) -> None:
                          "pass --overwrite or remove it")
 
 
+def target_steps(a, args: list[str]) -> int:
+    return a.steps if a.steps is not None else int(args[args.index("--steps") + 1])
+
+
+def done_steps(a, run: str) -> int:
+    """The last step a run folder's metrics record (0 for a run not started)."""
+    m = Path(a.runs_root) / run / "metrics.jsonl"
+    rows = [json.loads(x) for x in m.read_text().splitlines() if x.strip()] if m.is_file() else []
+    return max((r["step"] for r in rows), default=0)
+
+
 def train_cmd(a, run: str, args: list[str]) -> list[str]:
-    cmd = ["nice", "-n", "10", PY, "-m", "algoformer.train", *COMMON, "--steps", str(a.steps), *args,
-           "--out", str(Path(a.runs_root) / run)]
-    return cmd + (["--overwrite"] if a.overwrite else []) + (["--resume"] if a.resume else [])
+    cmd = ["nice", "-n", "10", PY, "-m", "algoformer.train", *COMMON, *args]
+    cmd += ["--steps", str(a.steps)] if a.steps is not None else []      # the last --steps wins
+    cmd += ["--out", str(Path(a.runs_root) / run)] + (["--overwrite"] if a.overwrite else [])
+    return cmd + (["--resume"] if a.resume and (Path(a.runs_root) / run / "ckpt.pt").is_file() else [])
 
 
 def eval_cmd(a, name: str) -> list[str]:
@@ -149,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     order = list(runs)                                                    # the experiments' order
     print(f"reproduce: experiments={a.names} runs={len(order)} jobs={a.jobs} runs_root={a.runs_root} "
           f"results={a.results} python={PY}", flush=True)
-    print("reproduce: common options: " + " ".join(COMMON) + f" --steps {a.steps}", flush=True)
+    print("reproduce: common options: " + " ".join(COMMON), flush=True)
     cmds = {r: train_cmd(a, r, runs[r]) for r in order}
     if a.dry_run:
         for r in order:
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, float] = {}
 
     def one(r: str) -> tuple[str, int]:
+        if a.resume and done_steps(a, r) >= target_steps(a, runs[r]):
+            print(f"reproduce: {r} already at step {done_steps(a, r)}: not trained", flush=True)
+            return r, 0
         print(f"reproduce: start {r}", flush=True)
         rc, wall = execute(cmds[r], logs / f"{r}.log")
         walls[r] = wall
@@ -202,9 +222,10 @@ def collect(a, name: str, walls: dict[str, float], eval_wall: float) -> None:
             shutil.copy2(Path(a.runs_root) / r / f, res / r / f)
     commands = {"train": {r: shlex.join(train_cmd(a, r, args)) for r, args in EXPERIMENTS[name]},
                 "evaluate": shlex.join(eval_cmd(a, name)),
-                "wall_s": {**{r: round(walls.get(r, float("nan")), 1) for r, _ in EXPERIMENTS[name]},
+                "wall_s": {**{r: (round(walls[r], 1) if r in walls else None) for r, _ in EXPERIMENTS[name]},
                            "evaluate": round(eval_wall, 1)},
-                "regenerate": f"python experiments/reproduce.py {name} --jobs 2 --steps {a.steps} --overwrite"}
+                "regenerate": f"python experiments/reproduce.py {name} --jobs 2 --overwrite"
+                              + (f" --steps {a.steps}" if a.steps is not None else "")}
     (res / "commands.json").write_text(json.dumps(commands, indent=1) + "\n")
 
 

@@ -20,10 +20,11 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
     lines = p.stdout.splitlines()
     train = [line for line in lines if "-m algoformer.train" in line]
     evals = [line for line in lines if "-m algoformer.evaluate" in line]
-    # 13 distinct runs: linear-looped-s0 is shared by yang-linear and fig5-linear and trains once
-    assert len(train) == 13 and len(set(train)) == 13
+    # yang-linear 2 models x 3 seeds, fig2-representation 3 x 3, fig5-linear 1, fig2-ar 3
+    assert len(train) == 19 and len(set(train)) == 19
     assert len(evals) == 4
-    assert all("--threads 1" in t and t.startswith("nice -n 10") and "--steps 1200" in t for t in train)
+    assert all("--threads 1" in t and t.startswith("nice -n 10") for t in train)
+    assert sum("--steps 3000" in t for t in train) == 6 and sum("--steps 1200" in t for t in train) == 13
     assert sum("--task ar --noise 1.0" in t for t in train) == 3      # the paper's N(0, I) innovations
     assert not runs.exists() and not res.exists()
 
@@ -44,5 +45,15 @@ def test_bad_arguments_exit_2_naming_the_value(tmp_path):
                        (["all", "--ste", "5"], "--ste")):
         p = _run(*args, "--dry-run", "--runs-root", str(tmp_path / "r"), "--results", str(tmp_path / "s"))
         assert p.returncode == 2 and word in p.stderr.strip().splitlines()[-1], (args, p.stderr)
+    (tmp_path / "r" / "ar-looped-s0").mkdir(parents=True)                 # a folder without a checkpoint
     p = _run("fig2-ar", "--resume", "--dry-run", "--runs-root", str(tmp_path / "r"), "--results", str(tmp_path / "s"))
-    assert p.returncode == 2 and "ckpt.pt" in p.stderr
+    assert p.returncode == 2 and "ckpt.pt" in p.stderr and "ar-looped-s0" in p.stderr
+
+
+def test_steps_option_overrides_every_experiment(tmp_path):
+    p = _run("yang-linear", "fig5-linear", "--steps", "7", "--dry-run", "--runs-root", str(tmp_path / "r"),
+             "--results", str(tmp_path / "s"))
+    train = [line.split() for line in p.stdout.splitlines() if "-m algoformer.train" in line]
+    assert p.returncode == 0 and len(train) == 7
+    # argparse keeps the last --steps: the override comes after the experiment's own
+    assert all(t[len(t) - 1 - t[::-1].index("--steps") + 1] == "7" for t in train)
