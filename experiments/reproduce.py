@@ -13,7 +13,7 @@ Experiments (NAME), each a set of training runs of ``python -m algoformer.train`
   fig2-ar               AlgoFormer Fig. 2b: AR(q = 3) with representation, innovations N(0, I)
                         (noise 1.0, as in the paper), the three models, seed 0
   yang-linear           Yang et al. 2024's headline: looped (1 layer) against standard (12 layers) on
-                        linear regression, seeds 0, 1, 2 each; Fig. 3 from the same runs
+                        linear regression, seeds 0, 1, 2 each, 2400 steps; Fig. 3 from the same runs
                         (loops to 200: the fixed point)
   fig5-linear           AlgoFormer Fig. 5: AlgoFormer on linear regression against GD and Newton,
                         seed 0 (sigma = 0)
@@ -63,7 +63,7 @@ def _run(task: str, model: str, seed: int, steps: int = STEPS) -> tuple[str, lis
 
 
 EXPERIMENTS: dict[str, list[tuple[str, list[str]]]] = {    # `all` runs them in this order
-    "yang-linear": [_run("linear", m, s) for s in (0, 1, 2) for m in ("looped", "standard")],
+    "yang-linear": [_run("linear", m, s, 2400) for s in (0, 1, 2) for m in ("looped", "standard")],
     "fig2-representation": [_run("representation", m, s) for s in (0, 1, 2) for m in ("algoformer", "standard", "looped")],
     "fig5-linear": [_run("linear", "algoformer", 0)],
     "fig2-ar": [_run("ar", m, 0) for m in ("algoformer", "standard", "looped")],
@@ -79,7 +79,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs-root", default="runs/repro", help="folder of the run folders (default: runs/repro)")
     p.add_argument("--results", default="docs/results", help="folder of the results (default: docs/results)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"training steps of every run (default: {STEPS})")
+                   help=f"training steps of every run (default: the experiment's: {STEPS}, yang-linear 2400)")
     p.add_argument("--resume", action="store_true",
                    help="continue existing runs to their steps (constant learning rate: the same as training "
                         "that long from the start, bit-exactly on CPU), train missing ones, skip finished ones; "

@@ -24,7 +24,7 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
     assert len(train) == 19 and len(set(train)) == 19
     assert len(evals) == 4
     assert all("--threads 1" in t and t.startswith("nice -n 10") for t in train)
-    assert all("--steps 1200" in t for t in train)
+    assert sum("--steps 2400" in t for t in train) == 6 and sum("--steps 1200" in t for t in train) == 13
     assert sum("--task ar --noise 1.0" in t for t in train) == 3      # the paper's N(0, I) innovations
     assert not runs.exists() and not res.exists()
 
