@@ -16,16 +16,11 @@ import sys
 
 import torch
 
+from algoformer.training.guards import UsageError
+from algoformer.training.options import Parser as _Parser
 PROG = "constructions.export_cli"
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,18 +25,13 @@ import numpy as np
 import torch
 
 from .checkpoint import save_atomic
+from .options import Parser as _Parser
+from .guards import UsageError
 from .safe_load import CheckpointError, check_schema, read_checkpoint
 
 BACKUP_SUFFIX = ".unpickled-original"
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
