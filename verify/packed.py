@@ -23,6 +23,7 @@ model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +137,7 @@ def _blocks(rows: np.ndarray, N: int, t: int) -> np.ndarray:
 
 
 def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: int, n: int, dtype, device,
-             compute=None) -> _Product:
+             compute=None, exact_rows: bool = False) -> _Product | None:
     """The packed product of the weights w (T, N, K) (bias b (T, N)) that reads only the columns
     ``cols`` and writes the rows ``rows`` where that gives the model's product bit for bit. Kernels
     are chosen by shape and may sum the inner dimension in another order, so each candidate (the
@@ -144,11 +145,12 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
     or all; in one bmm; the cheapest first) is probed, once per
     (kind, sizes, zero pattern, dtype, device): random data with this zero pattern, the model's call
     against the candidate. The first that agrees is used; else the model's call per construction.
-    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)"""
+    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)
+    ``exact_rows``: only candidates that write exactly ``rows`` (one head's queries); None if none agrees."""
     T, N, K = w.shape
     compute = compute or dtype
     cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
-    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
+    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device), exact_rows)
     make = lambda kc, nc, batched, ww, bb: _Product(
         kind, _index(kc, device), _index(nc, device),
         torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
@@ -173,7 +175,7 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
         x = x.to(compute) if kind[0] == "matmul" else x.to(dtype).to(compute)
         exact = make(every_k, every_n, False, pw, pb)(x)
         ks = [cols, _pairs(cols, K), every_k]
-        ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
+        ns = [rows] if exact_rows else [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
         tried = set()
         for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
             if (kc.tobytes(), nc.tobytes()) in tried:
@@ -184,6 +186,8 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
                 _PROBES[key] = (kc, nc, True)
                 break
     kc, nc, batched = _PROBES[key]
+    if exact_rows and not batched:
+        return None
     return make(kc, nc, batched, w, b)
 
 
@@ -195,6 +199,7 @@ class _Layer:
     k: _Product | None = None
     H: int = 0
     v_cols: object = None           # index of the stream column each value row selects (W_V)
+    heads: list | None = None       # per head (q product, k product, value columns): the per-head core
     o: _Product | None = None
     fc1: _Product | None = None
     fc2: _Product | None = None
@@ -225,7 +230,17 @@ def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int
         sel = wv.reshape(T, -1, D)                                   # (T, H*r, D), 0/1 selections
         if np.any((sel != 0) & (sel != 1)) or np.any((sel != 0).sum(-1) > 1) or np.any(sel != sel[:1]):
             raise ValueError("w_v is not one selection shared by the constructions (constructions.bridge)")
-        L.v_cols = _index(np.where(sel[0].any(-1), sel[0].argmax(-1), 0), device)   # padded rows: W_O is 0
+        cols = np.where(sel[0].any(-1), sel[0].argmax(-1), 0)                   # padded rows: W_O is 0
+        L.v_cols = _index(cols, device)
+        r = cols.size // H
+        heads = [(_product(("qk", H, k), wq.reshape(T, H * k, D), None, read, np.arange(i * k, (i + 1) * k), B, n,
+                           dtype, device, L.up, exact_rows=True),
+                  _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, np.arange(i * k, (i + 1) * k), B, n,
+                           dtype, device, L.up, exact_rows=True),
+                  _index(cols[i * r:(i + 1) * r], device)) for i in range(H)]
+        if all(q is not None and kk is not None for q, kk, _ in heads) and _core_agrees(
+                T * B, H, n, k, r, cfg.mask, [v for _, _, v in heads], L.up or dtype, device):
+            L.heads = heads
         L.o = _product(("matmul", H), wo, None, np.arange(wo.shape[2]), _nonzero(wo, (0, 2)), B, n, dtype,
                        device, L.up)
     if cfg.d_ff > 0:
@@ -271,13 +286,44 @@ class Packed:
     def flops(self, B: int, n: int, iters: int) -> int:
         return sum(2 * c * b * m * k * nn for c, b, m, k, nn in self.matmuls(B, n, iters))
 
-    def run(self, problem, iters: int) -> list[Trajectory]:
+    def run(self, problem, iters: int, workers: int | None = None) -> list[Trajectory]:
+        """The trajectories of the T constructions on ``problem``. On a CPU the problems are split into
+        ``workers`` contiguous chunks (default: ``torch.get_num_threads()``), run in as many threads with
+        one intra-op thread each: problems never interact in Eq. 1, and a chunk's products are probed
+        at its own size, so the numbers are the same bit for bit (``tests/test_packed.py``), and two
+        cores work on 2 x 82-token attention cores at once instead of splitting each small one."""
         if self.tf32 and torch.device(self.device).type != "cuda":
             raise ValueError(f"device={self.device!r} is invalid for tf32: TF32 matmuls need a CUDA device")
+        B = len(problem.x)
+        if workers is None:
+            workers = torch.get_num_threads() if torch.device(self.device).type == "cpu" else 1
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers={workers!r} is invalid: expected an integer >= 1")
+        chunks = [c for c in np.array_split(np.arange(B), min(workers, B)) if len(c)]
         with tf32_matmuls(self.tf32), torch.no_grad():
-            return self._run(problem, iters)
+            if len(chunks) == 1:
+                parts = [self._run(problem, iters)]
+            else:
+                sub = lambda idx: type(problem)(*(getattr(problem, f)[idx[0]:idx[-1] + 1]
+                                                  for f in ("x", "y", "x_test", "y_test")))
+                with _one_thread_each():
+                    for idx in chunks:                       # pack and probe here, one thread at a time
+                        self.stacks(len(idx), self._n(problem))
+                    with ThreadPoolExecutor(len(chunks)) as pool:
+                        parts = list(pool.map(lambda idx: self._run(sub(idx), iters), chunks))
+        out = []
+        for i, con in enumerate(self.cons):
+            if any(p[2][i] for p in parts):  # the model's dense products spread a non-finite value as NaN
+                out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
+                continue
+            out.append(Trajectory(np.concatenate([p[0][i] for p in parts]), np.concatenate([p[1][i] for p in parts])))
+        return out
 
-    def _run(self, problem, iters: int) -> list[Trajectory]:
+    def _n(self, problem) -> int:
+        return self.cons[0].encode(problem.x[:1], problem.y[:1], problem.x_test[:1]).shape[1]
+
+    def _run(self, problem, iters: int) -> tuple[list, list, list]:
+        """(iterates, predictions, non-finite) per construction, as numpy arrays and flags."""
         T = len(self.cons)
         tokens = [torch.from_numpy(c.encode(problem.x, problem.y, problem.x_test)) for c in self.cons]
         h = torch.stack(tokens).to(dtype=self.dtype, device=self.device)       # (T, B, n, D)
@@ -298,20 +344,28 @@ class Packed:
         post = h.clone()
         for layer in stacks["post"]:
             _layer(layer, post, B, n)
-        bad = (bad | ~torch.isfinite(post.view(T, -1)).all(-1)).cpu()
+        bad = (bad | ~torch.isfinite(post.view(T, -1)).all(-1)).cpu().tolist()
         post = post.view(T, B, n, D)
-        out = []
+        iterates, preds = [], []
         for i, con in enumerate(self.cons):
-            if bad[i]:     # the model's dense products spread a non-finite value as NaN: run it there
-                out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
-                continue
-            lay = con.layout
             it = torch.stack([s[i] for s in its], 1).cpu()
-            last = con.answer.read(lay, post[i]).to(torch.float64).cpu()
+            last = con.answer.read(con.layout, post[i]).to(torch.float64).cpu()
             pred = torch.full((B, iters + 1) + tuple(last.shape[1:]), float("nan"), dtype=torch.float64)
             pred[:, -1] = last
-            out.append(Trajectory(it.numpy(), pred.numpy()))
-        return out
+            iterates.append(it.numpy())
+            preds.append(pred.numpy())
+        return iterates, preds, bad
+
+
+class _one_thread_each:
+    """torch's intra-op threads set to 1 while the chunk threads run (restored after)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
 
 
 def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
@@ -325,19 +379,86 @@ def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
 def _attention(L: _Layer, h: torch.Tensor, B: int, n: int) -> torch.Tensor:
     T, H = h.shape[0], L.H
     x = h if L.up is None else h.to(L.up)          # the model casts the stream once, before the maps
-    q, k = L.q(x), L.k(x)                          # (T, B*n, H*k)
-    q = q.view(T * B, n, H, -1).transpose(1, 2)    # (TB, H, n, k)
-    k = k.view(T * B, n, H, -1).transpose(1, 2)
-    v = _take(x, L.v_cols)
-    r = v.shape[-1] // H
-    v = v.view(T * B, n, H, r).transpose(1, 2)     # (TB, H, n, r)
-    scores = q @ k.transpose(-1, -2)
-    if L.mask == "causal":
-        future = torch.ones(n, n, dtype=torch.bool, device=h.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    z = torch.softmax(scores, dim=-1) @ v          # (TB, H, n, r)
+    if L.heads is not None:
+        z = _core_per_head(L.heads, x, T * B, n, L.mask)
+    else:
+        q, k = L.q(x), L.k(x)                          # (T, B*n, H*k)
+        q = q.view(T * B, n, H, -1).transpose(1, 2)    # (TB, H, n, k)
+        k = k.view(T * B, n, H, -1).transpose(1, 2)
+        v = _take(x, L.v_cols)
+        r = v.shape[-1] // H
+        v = v.view(T * B, n, H, r).transpose(1, 2)     # (TB, H, n, r)
+        scores = q @ k.transpose(-1, -2)
+        if L.mask == "causal":
+            scores = scores.masked_fill(_future(n, h.device), float("-inf"))
+        z = torch.softmax(scores, dim=-1) @ v          # (TB, H, n, r)
     out = L.o(z)
     return out.to(h.dtype) if L.up is not None else out
+
+
+def _future(n: int, device) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+
+
+def _core_per_head(heads: list, x: torch.Tensor, TB: int, n: int, mask: str) -> torch.Tensor:
+    """softmax(q_h k_h^T) v_h for each head, from the stream x (T, B*n, D): each head's queries and keys
+    from its own product (contiguous, so no transpose copies), its values a view of the stream where
+    they are one run of columns (no gather); one head's (TB, n, n) scores at a time (they stay in cache).
+    Returns (TB, H, n, r), contiguous, as the model's pattern @ values leaves it."""
+    D = x.shape[-1]
+    zs = []
+    for qp, kp, vc in heads:
+        q, k = qp(x).view(TB, n, -1), kp(x).view(TB, n, -1)
+        s = torch.bmm(q, k.transpose(1, 2))
+        if mask == "causal":
+            s = s.masked_fill(_future(n, x.device), float("-inf"))
+        v = x.view(TB, n, D)[:, :, vc] if isinstance(vc, slice) else x.view(TB, n, D).index_select(2, vc)
+        zs.append(torch.bmm(torch.softmax(s, dim=-1), v))
+    return torch.stack(zs, 1)
+
+
+_CORES: dict = {}
+
+
+def _core_agrees(TB: int, H: int, n: int, k: int, r: int, mask: str, v_cols: list, dtype, device) -> bool:
+    """Whether ``_core_per_head`` gives the model's pattern @ values (``algoformer.layer``: einsum
+    queries, keys and values, q @ k^T of (TB, H, n, k), softmax, @ v) bit for bit at these sizes: probed
+    once on random data (the kernels are chosen by shape and layout, not by the values)."""
+    vkey = tuple((c.start, c.stop) if isinstance(c, slice) else tuple(c.tolist()) for c in v_cols)
+    key = (TB, H, n, k, r, mask, vkey, dtype, str(device))
+    if key not in _CORES:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        D = 1 + max(max(c) if isinstance(c, tuple) and c else (c[1] if c else 0) for c in vkey)
+        rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+        h, wq, wk = rnd(TB, n, D), rnd(H, k, D), rnd(H, k, D)
+        wv = torch.zeros(H, r, D, dtype=dtype, device=device)
+        for i, c in enumerate(v_cols):
+            idx = torch.arange(D)[c] if isinstance(c, slice) else c.cpu()
+            wv[i, torch.arange(len(idx)), idx.to(device)] = 1.0
+        q = torch.einsum("bnd,hkd->bhnk", h, wq)
+        kk = torch.einsum("bnd,hkd->bhnk", h, wk)
+        v = torch.einsum("bnd,hvd->bhnv", h, wv)
+        scores = q @ kk.transpose(-1, -2)
+        if mask == "causal":
+            scores = scores.masked_fill(_future(n, device), float("-inf"))
+        want = torch.softmax(scores, dim=-1) @ v
+        # the candidate: the same queries and keys (the per-head products are probed against this einsum)
+        # laid out as its products leave them, (1, TB*n, k) per head
+        heads = [(_Fixed(q[:, i].reshape(1, TB * n, k)), _Fixed(kk[:, i].reshape(1, TB * n, k)), c)
+                 for i, c in enumerate(v_cols)]
+        got = _core_per_head(heads, h.reshape(1, TB * n, D), TB, n, mask)
+        _CORES[key] = bool(torch.equal(got, want))
+    return _CORES[key]
+
+
+class _Fixed:
+    """A stand-in product that returns a fixed tensor (the probe's queries or keys)."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out.contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out
 
 
 def emulate_many(cons: list[Construction], problem, iters: int, dtype: torch.dtype | str = torch.float64,

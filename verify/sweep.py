@@ -340,10 +340,9 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
             except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
                 temps = None
             first = (thetas or THETAS)[0]
-            prefetch([(first, schedule_temps(first, variant, n, scores))] + ([("auto", temps)] if temps else []))
-            rows += _sweep_one(run_row, overflows, thetas or THETAS,
-                               prefetch=lambda ts, variant=variant, prefetch=prefetch:
-                               prefetch([(t, schedule_temps(t, variant, n, scores)) for t in ts]))
+            if temps:
+                prefetch([("auto", temps)])
+            rows += _sweep_one(run_row, overflows, thetas or THETAS)
             if temps is None:
                 nan = float("nan")
                 rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
