@@ -206,11 +206,13 @@ class _Layer:
 
     def matmuls(self) -> list[tuple[int, int, int, int]]:
         """(batch, M, K, N) of every matmul this layer runs: its products, the scores, pattern @ values."""
-        out = [p.shape() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None]
-        if self.q is not None:
-            T, Hk, _ = self.q.w.shape
-            H, B, n = self.H, self.q.B, self.q.n
-            out += [(T * B * H, n, Hk // H, n), (T * B * H, n, n, self.o.w.shape[2] // H)]
+        heads = [p for q, k, _ in self.heads or [] for p in (q, k)]
+        out = [p.shape() for p in heads + [self.q, self.k, self.o, self.fc1, self.fc2] if p is not None]
+        if self.H:
+            T, _, Hr = self.o.w.shape
+            H, B, n = self.H, self.o.B, self.o.n
+            k = heads[0].w.shape[1] if heads else self.q.w.shape[1] // H
+            out += [(T * B * H, n, k, n), (T * B * H, n, n, Hr // H)]
         return out
 
 
@@ -223,24 +225,28 @@ def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int
         wq, wk, wv, wo = get("attn.w_q"), get("attn.w_k"), get("attn.w_v"), get("attn.w_o")
         T, H, k, D = wq.shape
         read = np.union1d(_nonzero(wq, (0, 1, 2)), _nonzero(wk, (0, 1, 2)))
-        every = np.arange(H * k)
         L.H = H
-        L.q = _product(("qk", H, k), wq.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
-        L.k = _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
         sel = wv.reshape(T, -1, D)                                   # (T, H*r, D), 0/1 selections
         if np.any((sel != 0) & (sel != 1)) or np.any((sel != 0).sum(-1) > 1) or np.any(sel != sel[:1]):
             raise ValueError("w_v is not one selection shared by the constructions (constructions.bridge)")
         cols = np.where(sel[0].any(-1), sel[0].argmax(-1), 0)                   # padded rows: W_O is 0
-        L.v_cols = _index(cols, device)
         r = cols.size // H
-        heads = [(_product(("qk", H, k), wq.reshape(T, H * k, D), None, read, np.arange(i * k, (i + 1) * k), B, n,
-                           dtype, device, L.up, exact_rows=True),
-                  _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, np.arange(i * k, (i + 1) * k), B, n,
-                           dtype, device, L.up, exact_rows=True),
-                  _index(cols[i * r:(i + 1) * r], device)) for i in range(H)]
-        if all(q is not None and kk is not None for q, kk, _ in heads) and _core_agrees(
-                T * B, H, n, k, r, cfg.mask, [v for _, _, v in heads], L.up or dtype, device):
+        wq, wk = wq.reshape(T, H * k, D), wk.reshape(T, H * k, D)
+        heads = []
+        for i in range(H):          # the per-head core, where its products and the core are the model's
+            rows = np.arange(i * k, (i + 1) * k)
+            q = _product(("qk", H, k), wq, None, read, rows, B, n, dtype, device, L.up, exact_rows=True)
+            kk = q and _product(("qk", H, k), wk, None, read, rows, B, n, dtype, device, L.up, exact_rows=True)
+            if kk is None:
+                break
+            heads.append((q, kk, _index(cols[i * r:(i + 1) * r], device)))
+        if len(heads) == H and _core_agrees(T * B, H, n, k, r, D, cfg.mask, cols, L.up or dtype, device):
             L.heads = heads
+        else:                       # the model's order: all heads' queries in one product, then 4-D matmuls
+            every = np.arange(H * k)
+            L.q = _product(("qk", H, k), wq, None, read, every, B, n, dtype, device, L.up)
+            L.k = _product(("qk", H, k), wk, None, read, every, B, n, dtype, device, L.up)
+            L.v_cols = _index(cols, device)
         L.o = _product(("matmul", H), wo, None, np.arange(wo.shape[2]), _nonzero(wo, (0, 2)), B, n, dtype,
                        device, L.up)
     if cfg.d_ff > 0:
@@ -370,7 +376,7 @@ class _one_thread_each:
 
 def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
     """TF(X) of Eq. 1 on the packed stream h (T, B*n, D), in place."""
-    if L.q is not None:
+    if L.H:
         _add_(h, L.o.write, _attention(L, h, B, n))
     if L.fc1 is not None:
         _add_(h, L.fc2.write, L.fc2(torch.relu(L.fc1(h))))
@@ -420,21 +426,20 @@ def _core_per_head(heads: list, x: torch.Tensor, TB: int, n: int, mask: str) -> 
 _CORES: dict = {}
 
 
-def _core_agrees(TB: int, H: int, n: int, k: int, r: int, mask: str, v_cols: list, dtype, device) -> bool:
+def _core_agrees(TB: int, H: int, n: int, k: int, r: int, D: int, mask: str, cols: np.ndarray, dtype, device) -> bool:
     """Whether ``_core_per_head`` gives the model's pattern @ values (``algoformer.layer``: einsum
-    queries, keys and values, q @ k^T of (TB, H, n, k), softmax, @ v) bit for bit at these sizes: probed
-    once on random data (the kernels are chosen by shape and layout, not by the values)."""
-    vkey = tuple((c.start, c.stop) if isinstance(c, slice) else tuple(c.tolist()) for c in v_cols)
-    key = (TB, H, n, k, r, mask, vkey, dtype, str(device))
+    queries, keys and values, q @ k^T of (TB, H, n, k), softmax, @ v) bit for bit at these sizes, with
+    head i's values the columns ``cols[i*r:(i+1)*r]`` of a D-wide stream: probed once on random data (the kernels
+    are chosen by shape and layout, not by the values)."""
+    key = (TB, H, n, k, r, D, mask, cols.tobytes(), dtype, str(device))
     if key not in _CORES:
         g = torch.Generator(device="cpu").manual_seed(0)
-        D = 1 + max(max(c) if isinstance(c, tuple) and c else (c[1] if c else 0) for c in vkey)
         rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
         h, wq, wk = rnd(TB, n, D), rnd(H, k, D), rnd(H, k, D)
-        wv = torch.zeros(H, r, D, dtype=dtype, device=device)
-        for i, c in enumerate(v_cols):
-            idx = torch.arange(D)[c] if isinstance(c, slice) else c.cpu()
-            wv[i, torch.arange(len(idx)), idx.to(device)] = 1.0
+        wv = torch.zeros(H * r, D, dtype=dtype, device=device)
+        wv[torch.arange(H * r), torch.from_numpy(cols)] = 1.0
+        wv = wv.view(H, r, D)
+        v_cols = [_index(cols[i * r:(i + 1) * r], device) for i in range(H)]
         q = torch.einsum("bnd,hkd->bhnk", h, wq)
         kk = torch.einsum("bnd,hkd->bhnk", h, wk)
         v = torch.einsum("bnd,hvd->bhnv", h, wv)
