@@ -185,10 +185,18 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
             if torch.equal(out, exact[:, :, torch.from_numpy(nc).to(device)]):
                 _PROBES[key] = (kc, nc, True)
                 break
-    kc, nc, batched = _PROBES[key]
+    kc, nc, batched = _PROBES[key][:3]
     if exact_rows and not batched:
         return None
-    return make(kc, nc, batched, w, b)
+    if len(_PROBES[key]) == 3:      # the chosen restriction's indices, formed once
+        _PROBES[key] += (_index(kc, device), _index(nc, device), _index(kc, "cpu"), _index(nc, "cpu"))
+    read, write, kn, nn = _PROBES[key][3:]
+    as_t = lambda a: torch.from_numpy(a).to(dtype=dtype, device=device).to(compute)
+    ww = w[:, nn] if isinstance(nn, slice) else w[:, nn.numpy()]
+    ww = ww[:, :, kn] if isinstance(kn, slice) else ww[:, :, kn.numpy()]
+    bb = None if b is None else (b[:, None, nn] if isinstance(nn, slice) else b[:, None, nn.numpy()])
+    return _Product(kind, read, write, as_t(np.ascontiguousarray(ww)),
+                    None if bb is None else as_t(np.ascontiguousarray(bb)), batched, B, n)
 
 
 @dataclass
