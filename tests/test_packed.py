@@ -69,14 +69,13 @@ def test_the_packed_forward_skips_the_zeros_at_the_main_commands_sizes(dtype):
     loop = Packed([con], dtype).stacks(opts.problems, n)["loop"][0]
     D, w = con.weights.d_model, con.weights.loop[0]
     nonzero = np.flatnonzero(np.any([np.any(h.query != 0, 0) | np.any(h.key != 0, 0) for h in w.heads], 0))
-    assert loop.heads is not None and loop.q is None        # the per-head core: its probes agreed
-    for q, k, _ in loop.heads:
-        read = np.arange(D)[q.read]
-        assert set(nonzero) <= set(read) and len(read) < D and np.array_equal(read, np.arange(D)[k.read])
+    assert loop.v_heads is not None                          # the per-head core: its probe agreed
+    read = np.arange(D)[loop.q.read]
+    assert set(nonzero) <= set(read) and len(read) < D
     assert loop.fc2.w.shape[1] < D and loop.o.w.shape[1] < D          # fewer rows written than the width
     packed = sum(2 * b * m * k * nn for b, m, k, nn in loop.matmuls())
     rows = opts.problems * n
-    H, k, r, F = len(w.heads), loop.heads[0][0].w.shape[1], loop.o.w.shape[2] // len(w.heads), w.ffn.w1.shape[0]
+    H, k, r, F = len(w.heads), loop.q.w.shape[1] // len(w.heads), loop.o.w.shape[2] // len(w.heads), w.ffn.w1.shape[0]
     dense = 2 * rows * (D * H * k * 2 + D * H * r + H * r * D + 2 * D * F) + 2 * rows * n * H * (k + r)
     assert packed < dense / 2
 

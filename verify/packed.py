@@ -137,7 +137,7 @@ def _blocks(rows: np.ndarray, N: int, t: int) -> np.ndarray:
 
 
 def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: int, n: int, dtype, device,
-             compute=None, exact_rows: bool = False) -> _Product | None:
+             compute=None) -> _Product:
     """The packed product of the weights w (T, N, K) (bias b (T, N)) that reads only the columns
     ``cols`` and writes the rows ``rows`` where that gives the model's product bit for bit. Kernels
     are chosen by shape and may sum the inner dimension in another order, so each candidate (the
@@ -145,12 +145,11 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
     or all; in one bmm; the cheapest first) is probed, once per
     (kind, sizes, zero pattern, dtype, device): random data with this zero pattern, the model's call
     against the candidate. The first that agrees is used; else the model's call per construction.
-    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)
-    ``exact_rows``: only candidates that write exactly ``rows`` (one head's queries); None if none agrees."""
+    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)"""
     T, N, K = w.shape
     compute = compute or dtype
     cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
-    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device), exact_rows)
+    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
     make = lambda kc, nc, batched, ww, bb: _Product(
         kind, _index(kc, device), _index(nc, device),
         torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
@@ -175,7 +174,7 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
         x = x.to(compute) if kind[0] == "matmul" else x.to(dtype).to(compute)
         exact = make(every_k, every_n, False, pw, pb)(x)
         ks = [cols, _pairs(cols, K), every_k]
-        ns = [rows] if exact_rows else [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
+        ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
         tried = set()
         for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
             if (kc.tobytes(), nc.tobytes()) in tried:
@@ -186,8 +185,6 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
                 _PROBES[key] = (kc, nc, True)
                 break
     kc, nc, batched = _PROBES[key][:3]
-    if exact_rows and not batched:
-        return None
     if len(_PROBES[key]) == 3:      # the chosen restriction's indices, formed once
         _PROBES[key] += (_index(kc, device), _index(nc, device), _index(kc, "cpu"), _index(nc, "cpu"))
     read, write, kn, nn = _PROBES[key][3:]
@@ -207,20 +204,18 @@ class _Layer:
     k: _Product | None = None
     H: int = 0
     v_cols: object = None           # index of the stream column each value row selects (W_V)
-    heads: list | None = None       # per head (q product, k product, value columns): the per-head core
+    v_heads: list | None = None     # per head, its value columns (slice or index): the per-head core
     o: _Product | None = None
     fc1: _Product | None = None
     fc2: _Product | None = None
 
     def matmuls(self) -> list[tuple[int, int, int, int]]:
         """(batch, M, K, N) of every matmul this layer runs: its products, the scores, pattern @ values."""
-        heads = [p for q, k, _ in self.heads or [] for p in (q, k)]
-        out = [p.shape() for p in heads + [self.q, self.k, self.o, self.fc1, self.fc2] if p is not None]
+        out = [p.shape() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None]
         if self.H:
-            T, _, Hr = self.o.w.shape
-            H, B, n = self.H, self.o.B, self.o.n
-            k = heads[0].w.shape[1] if heads else self.q.w.shape[1] // H
-            out += [(T * B * H, n, k, n), (T * B * H, n, n, Hr // H)]
+            T, Hk, _ = self.q.w.shape
+            H, B, n = self.H, self.q.B, self.q.n
+            out += [(T * B * H, n, Hk // H, n), (T * B * H, n, n, self.o.w.shape[2] // H)]
         return out
 
 
@@ -239,22 +234,12 @@ def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int
             raise ValueError("w_v is not one selection shared by the constructions (constructions.bridge)")
         cols = np.where(sel[0].any(-1), sel[0].argmax(-1), 0)                   # padded rows: W_O is 0
         r = cols.size // H
-        wq, wk = wq.reshape(T, H * k, D), wk.reshape(T, H * k, D)
-        heads = []
-        for i in range(H):          # the per-head core, where its products and the core are the model's
-            rows = np.arange(i * k, (i + 1) * k)
-            q = _product(("qk", H, k), wq, None, read, rows, B, n, dtype, device, L.up, exact_rows=True)
-            kk = q and _product(("qk", H, k), wk, None, read, rows, B, n, dtype, device, L.up, exact_rows=True)
-            if kk is None:
-                break
-            heads.append((q, kk, _index(cols[i * r:(i + 1) * r], device)))
-        if len(heads) == H and _core_agrees(T * B, H, n, k, r, D, cfg.mask, cols, L.up or dtype, device):
-            L.heads = heads
-        else:                       # the model's order: all heads' queries in one product, then 4-D matmuls
-            every = np.arange(H * k)
-            L.q = _product(("qk", H, k), wq, None, read, every, B, n, dtype, device, L.up)
-            L.k = _product(("qk", H, k), wk, None, read, every, B, n, dtype, device, L.up)
-            L.v_cols = _index(cols, device)
+        every = np.arange(H * k)
+        L.q = _product(("qk", H, k), wq.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
+        L.k = _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
+        L.v_cols = _index(cols, device)
+        if L.q.batched and L.k.batched and _core_agrees(T * B, H, n, k, r, D, cfg.mask, cols, L.up or dtype, device):
+            L.v_heads = [_index(cols[i * r:(i + 1) * r], device) for i in range(H)]
         L.o = _product(("matmul", H), wo, None, np.arange(wo.shape[2]), _nonzero(wo, (0, 2)), B, n, dtype,
                        device, L.up)
     if cfg.d_ff > 0:
@@ -393,10 +378,10 @@ def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
 def _attention(L: _Layer, h: torch.Tensor, B: int, n: int) -> torch.Tensor:
     T, H = h.shape[0], L.H
     x = h if L.up is None else h.to(L.up)          # the model casts the stream once, before the maps
-    if L.heads is not None:
-        z = _core_per_head(L.heads, x, T * B, n, L.mask)
-    else:
-        q, k = L.q(x), L.k(x)                          # (T, B*n, H*k)
+    q, k = L.q(x), L.k(x)                              # (T, B*n, H*k)
+    if L.v_heads is not None:
+        z = _core_per_head(q, k, x, L.v_heads, n, L.mask)
+    else:                                              # the model's layout: 4-D matmuls over (TB, H, ...)
         q = q.view(T * B, n, H, -1).transpose(1, 2)    # (TB, H, n, k)
         k = k.view(T * B, n, H, -1).transpose(1, 2)
         v = _take(x, L.v_cols)
@@ -414,19 +399,22 @@ def _future(n: int, device) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
-def _core_per_head(heads: list, x: torch.Tensor, TB: int, n: int, mask: str) -> torch.Tensor:
-    """softmax(q_h k_h^T) v_h for each head, from the stream x (T, B*n, D): each head's queries and keys
-    from its own product (contiguous, so no transpose copies), its values a view of the stream where
-    they are one run of columns (no gather); one head's (TB, n, n) scores at a time (they stay in cache).
-    Returns (TB, H, n, r), contiguous, as the model's pattern @ values leaves it."""
-    D = x.shape[-1]
+def _core_per_head(q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, v_heads: list, n: int,
+                   mask: str) -> torch.Tensor:
+    """softmax(q_h k_h^T) v_h for each head h, one head's (TB, n, n) scores at a time. q, k: (T, B*n, H*k)
+    as the joint products leave them; each head's queries and keys are strided views of them (no
+    transpose copies), its values a view of the stream x (T, B*n, D) where they are one run of columns
+    (no gather). Returns (TB, H, n, r), contiguous, as the model's pattern @ values leaves it."""
+    D, H = x.shape[-1], len(v_heads)
+    TB = x.shape[0] * x.shape[1] // n
+    kh = q.shape[-1] // H
+    q, k, xs = q.view(TB, n, H * kh), k.view(TB, n, H * kh), x.view(TB, n, D)
     zs = []
-    for qp, kp, vc in heads:
-        q, k = qp(x).view(TB, n, -1), kp(x).view(TB, n, -1)
-        s = torch.bmm(q, k.transpose(1, 2))
+    for i, vc in enumerate(v_heads):
+        s = torch.bmm(q[:, :, i * kh:(i + 1) * kh], k[:, :, i * kh:(i + 1) * kh].transpose(1, 2))
         if mask == "causal":
             s = s.masked_fill(_future(n, x.device), float("-inf"))
-        v = x.view(TB, n, D)[:, :, vc] if isinstance(vc, slice) else x.view(TB, n, D).index_select(2, vc)
+        v = xs[:, :, vc] if isinstance(vc, slice) else xs.index_select(2, vc)
         zs.append(torch.bmm(torch.softmax(s, dim=-1), v))
     return torch.stack(zs, 1)
 
@@ -455,23 +443,12 @@ def _core_agrees(TB: int, H: int, n: int, k: int, r: int, D: int, mask: str, col
         if mask == "causal":
             scores = scores.masked_fill(_future(n, device), float("-inf"))
         want = torch.softmax(scores, dim=-1) @ v
-        # the candidate: the same queries and keys (the per-head products are probed against this einsum)
-        # laid out as its products leave them, (1, TB*n, k) per head
-        heads = [(_Fixed(q[:, i].reshape(1, TB * n, k)), _Fixed(kk[:, i].reshape(1, TB * n, k)), c)
-                 for i, c in enumerate(v_cols)]
-        got = _core_per_head(heads, h.reshape(1, TB * n, D), TB, n, mask)
+        # the candidate: the same queries and keys (the joint products are probed against this einsum),
+        # laid out as those products leave them, (1, TB*n, H*k)
+        joint = lambda t: t.permute(0, 2, 1, 3).reshape(1, TB * n, H * k)
+        got = _core_per_head(joint(q), joint(kk), h.reshape(1, TB * n, D), v_cols, n, mask)
         _CORES[key] = bool(torch.equal(got, want))
     return _CORES[key]
-
-
-class _Fixed:
-    """A stand-in product that returns a fixed tensor (the probe's queries or keys)."""
-
-    def __init__(self, out: torch.Tensor):
-        self.out = out.contiguous()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out
 
 
 def emulate_many(cons: list[Construction], problem, iters: int, dtype: torch.dtype | str = torch.float64,
