@@ -125,13 +125,23 @@ def head_weights(variant: str) -> np.ndarray:
     """w_h solving sum_h w_h sigma_h^p = [p == 1] for p = 0 .. H-1 (a Vandermonde system, solved
     exactly; +-sigma pairs come out as exact negatives, so heads whose scores are all 0 cancel)."""
     check_variant(variant)
-    return np.array([float(w) for w in _exact_weights(variant)])
+    return np.array(_float_weights(variant))
+
+
+@functools.lru_cache(maxsize=None)
+def _float_weights(variant: str) -> tuple[float, ...]:
+    return tuple(float(w) for w in _exact_weights(variant))
 
 
 def order(variant: str) -> int:
     """P: the first Taylor order p >= 2 with sum_h w_h sigma_h^p != 0 is P + 1, error O(theta^P)
-    (exact rational arithmetic)."""
+    (exact rational arithmetic, once per variant)."""
     check_variant(variant)
+    return _order(variant)
+
+
+@functools.lru_cache(maxsize=None)
+def _order(variant: str) -> int:
     s = [Fraction(x).limit_denominator(10 ** 6) for x in VARIANTS[variant]]
     w = _exact_weights(variant)
     p = 2
