@@ -1,15 +1,21 @@
-"""Throughput of the verifier's inner loop, against the machine's own limit for the same matmuls.
+"""Throughput of the verifier's inner loop, against the machine's own limit for the same work.
 
 For the Newton and GD constructions, per device and dtype, ``--temps`` temperatures run two ways:
 
     model    each construction on the PyTorch model (``verify.emulate.emulate``): dense D x D-wide maps
-    packed   all temperatures in one forward (``verify.packed``): the zero columns and rows skipped
+    packed   each construction as the sweep runs it (``verify.packed``): the zero columns and rows
+             skipped, the problems in one chunk per thread, one intra-op thread each
 
 Each prints wall time, (problems x temperatures x loops) per second, the GFLOP/s achieved (2 per
 multiply-add of the matmuls that forward really runs: the model's dense ones, the packed ones), and
-the limit: the GFLOP/s of plain ``torch.bmm`` calls of exactly those shapes, dtype and device on
-random data, timed in the same run. ``of limit`` is the ratio: how close to the hardware it runs (the
-rest is the softmax, the reads and adds between the matmuls, and Python).
+two limits measured in the same run on random data:
+
+    limit     the GFLOP/s of plain ``torch.bmm`` calls of exactly those shapes, dtype and device, run
+              the way the path runs them (the model: whole batch, all threads; packed: one chunk per
+              thread, one thread each); ``of limit`` is the ratio
+    core s    the seconds that the attention core alone takes on those shapes: per head the scores
+              bmm, the softmax and pattern @ values. Any emulation that rounds as the model does
+              runs these kernels as they are; ``core/wall`` is their share of the path's wall time
 
     python benchmarks/verify_throughput.py [--problems 64] [--temps 8] [--iters 20] [--seed 0]
 """
@@ -48,25 +54,67 @@ def flops(matmuls) -> int:
     return sum(2 * c * b * m * k * n for c, b, m, k, n in matmuls)
 
 
-def limit(matmuls, dtype: torch.dtype, device: str) -> float:
-    """GFLOP/s of plain bmm calls of these shapes (random data, each timed over a few repetitions)."""
+def limit(matmuls, dtype: torch.dtype, device: str, threads: int | None = None, share: float = 1.0) -> float:
+    """GFLOP/s of plain bmm calls of these shapes (random data, each timed over a few repetitions),
+    with ``threads`` intra-op threads (default: as set); ``share``: the fraction of the calls each of the
+    parallel chunks runs (1 / chunks, the chunks on as many cores at once)."""
     total_t, total_f = 0.0, 0
     g = torch.Generator(device="cpu").manual_seed(0)
-    for shape in sorted(set(m[1:] for m in matmuls)):
-        count = sum(m[0] for m in matmuls if m[1:] == shape)
-        b, m, k, n = shape
-        x = torch.randn(b, m, k, generator=g).to(dtype=dtype, device=device)
-        w = torch.randn(b, k, n, generator=g).to(dtype=dtype, device=device)
-        torch.bmm(x, w)
-        reps = 3
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
+    with _threads(threads):
+        for shape in sorted(set(m[1:] for m in matmuls)):
+            count = sum(m[0] for m in matmuls if m[1:] == shape)
+            b, m, k, n = shape
+            x = torch.randn(b, m, k, generator=g).to(dtype=dtype, device=device)
+            w = torch.randn(b, k, n, generator=g).to(dtype=dtype, device=device)
             torch.bmm(x, w)
-        _sync(device)
-        total_t += count * (time.perf_counter() - t0) / reps
-        total_f += count * 2 * b * m * k * n
+            reps = 3
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.bmm(x, w)
+            _sync(device)
+            total_t += share * count * (time.perf_counter() - t0) / reps
+            total_f += count * 2 * b * m * k * n
     return total_f / total_t / 1e9
+
+
+def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: str, threads: int | None = None,
+                 share: float = 1.0) -> float:
+    """Seconds of the attention core alone for one construction over B problems: per layer and head,
+    the (B, n, k) x (B, k, n) scores bmm, the softmax over n keys and the (B, n, n) x (B, n, r) bmm,
+    on random data of those shapes (O(1) scores, so no subnormal slows the softmax)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    total = 0.0
+    with _threads(threads):
+        for stack, count in (("pre", 1), ("loop", iters), ("post", 1)):
+            for l in getattr(cfg, stack):
+                if not l.n_heads:
+                    continue
+                q = torch.randn(B, n, l.d_head, generator=g).to(dtype=dtype, device=device)
+                k = torch.randn(B, n, l.d_head, generator=g).to(dtype=dtype, device=device)
+                v = torch.randn(B, n, l.value_dim, generator=g).to(dtype=dtype, device=device)
+                core = lambda: torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+                core()
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    core()
+                _sync(device)
+                total += share * count * l.n_heads * (time.perf_counter() - t0) / 3
+    return total
+
+
+class _threads:
+    def __init__(self, threads: int | None):
+        self.threads = threads
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
 
 
 def _sync(device: str) -> None:
@@ -90,21 +138,28 @@ def bench(algo_name: str, device: str, dtype_name: str, problems: int, temps: in
     model_runs = [emulate(con, p, iters, dtype, device, every_prediction=False) for con in cons]
     _sync(device)
     wall_model = time.perf_counter() - t0
-    packed = Packed(cons, dtype, device)
-    packed.stacks(problems, n)                                               # packing and its probes
-    packed.run(p, 1)                                                         # warm-up
+    packed = [Packed([con], dtype, device) for con in cons]
+    workers = torch.get_num_threads() if device == "cpu" else 1
+    chunk = -(-problems // workers)
+    packed[0].run(p, 1)                                                      # warm-up, packing and probes
     _sync(device)
     t0 = time.perf_counter()
-    packed_runs = packed.run(p, iters)
+    packed_runs = [pk.run(p, iters)[0] for pk in packed]                     # as the sweep runs its rows
     _sync(device)
     wall_packed = time.perf_counter() - t0
     same = all(np.array_equal(a.iterates, b.iterates, equal_nan=True)
                and np.array_equal(a.predictions, b.predictions, equal_nan=True) for a, b in zip(model_runs, packed_runs))
-    dense = dense_matmuls(model_config(cons[0].weights), problems, n, iters) * temps
-    sparse = packed.matmuls(problems, n, iters)
+    cfg = model_config(cons[0].weights)
+    dense = dense_matmuls(cfg, problems, n, iters) * temps
+    sparse = packed[0].matmuls(chunk, n, iters) * (temps * workers)         # one chunk's, per chunk
     rate = lambda wall: problems * temps * iters / wall
-    return [("model", wall_model, rate(wall_model), flops(dense) / wall_model / 1e9, limit(dense, dtype, device)),
-            ("packed", wall_packed, rate(wall_packed), flops(sparse) / wall_packed / 1e9, limit(sparse, dtype, device))], same
+    one = 1 if workers > 1 else None
+    core_model = temps * core_seconds(cfg, problems, n, iters, dtype, device)
+    core_packed = temps * core_seconds(cfg, chunk, n, iters, dtype, device, one, 1 / workers)
+    return [("model", wall_model, rate(wall_model), flops(dense) / wall_model / 1e9, limit(dense, dtype, device),
+             core_model),
+            ("packed", wall_packed, rate(wall_packed), flops(sparse) / wall_packed / 1e9,
+             limit(sparse, dtype, device, one, 1 / workers), core_packed)], same
 
 
 def main() -> int:
@@ -124,14 +179,15 @@ def main() -> int:
           f"temperatures={args.temps}, loops={args.iters}, N=40, d=20, variant=odd+mirror, seed={args.seed}, "
           f"devices={devices}")
     print(f"{'algorithm':9} {'device':6} {'dtype':8} {'path':7} {'wall_s':>7} {'problem*temp*loop/s':>20} "
-          f"{'GFLOP/s':>8} {'limit':>8} {'of limit':>8}  packed == model")
+          f"{'GFLOP/s':>8} {'limit':>8} {'of limit':>8} {'core s':>7} {'core/wall':>9}  packed == model")
     for algo in ("newton", "gd"):
         for device in devices:
             for dtype in ("float64", "float32"):
                 rows, same = bench(algo, device, dtype, args.problems, args.temps, args.iters, args.seed)
-                for path, wall, rate, gflops, lim in rows:
+                for path, wall, rate, gflops, lim, core in rows:
                     print(f"{algo:9} {device:6} {dtype:8} {path:7} {wall:7.2f} {rate:20.0f} {gflops:8.2f} {lim:8.2f} "
-                          f"{gflops / lim:8.0%}  {'bit for bit' if same else 'DIFFERENT'}", flush=True)
+                          f"{gflops / lim:8.0%} {core:7.2f} {core / wall:9.0%}  "
+                          f"{'bit for bit' if same else 'DIFFERENT'}", flush=True)
     return 0
 
 

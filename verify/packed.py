@@ -372,7 +372,7 @@ def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
     if L.H:
         _add_(h, L.o.write, _attention(L, h, B, n))
     if L.fc1 is not None:
-        _add_(h, L.fc2.write, L.fc2(torch.relu(L.fc1(h))))
+        _add_(h, L.fc2.write, L.fc2(torch.relu_(L.fc1(h))))
 
 
 def _attention(L: _Layer, h: torch.Tensor, B: int, n: int) -> torch.Tensor:

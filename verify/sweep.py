@@ -13,6 +13,7 @@ The unit roundoff and overflow limit come from ``PRECISIONS`` (float64, float32,
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -138,9 +139,11 @@ def weights_overflow(con, dtype: str | torch.dtype) -> bool:
 
 
 def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dtype_name, device,
-         iters, theta, auto, con=None, emu=None) -> Row:
+         iters, theta, auto, con=None, emu=None, side=None) -> Row:
     """One row. ``con``, ``emu``: the construction and its emulation where the caller has them
-    (the packed sweep); otherwise built and run here (``emulate.emulate``, the model itself)."""
+    (the packed sweep); otherwise built and run here (``emulate.emulate``, the model itself).
+    ``side``: an executor that forms the T-loop bound (which no decision of the sweep reads) beside
+    the next rows; the row's ``bound_T`` is then a future, resolved by ``run_sweep`` before it returns."""
     progress.row(f"{dtype_name} {variant} theta={theta:.0e}{' auto' if auto else ''}")
     if con is None:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -164,10 +167,11 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
     e_pred = relative_error(emu.predictions[:, -1], ref.predictions[:, -1])
     growth = float(e_last.max() / max(e_first.max(), 1e-300))
     worst = max(float(e_last.max()), float(e_pred.max()))
+    bound = (_relative_bound, algo, problem, ref, step, iters, temps, variant, dtype_name)
     return Row(**base, error_iterate=float(e_last.max()), error_prediction=float(e_pred.max()),
                median_iterate=float(np.median(e_last)), median_prediction=float(np.median(e_pred)),
                growth=growth, status="ok" if worst <= LOST else "lost",
-               bound_T=_relative_bound(algo, problem, ref, step, iters, temps, variant, dtype_name))
+               bound_T=bound[0](*bound[1:]) if side is None else side.submit(*bound))
 
 
 def _relative_bound(algo: Algorithm, problem, ref, step, iters, temps, variant, dtype_name) -> float:
@@ -210,22 +214,21 @@ def arithmetic_floor(algo: Algorithm, problem, ref, step, iters: int, dtype_name
     return out
 
 
-def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True, prefetch=None) -> list[Row]:
+def _sweep_one(run_row, build_overflows, thetas: list[float], refine: bool = True) -> list[Row]:
     """Run rows from high to low theta until the floor is clearly passed (two rows in a row at least
     10x above the best error so far, or two rows that lost the signal; with no good row yet (a coarse
     dtype such as bfloat16), two rows whose output has sunk to ~0), and find the overflow point by
     building weights only, without running them; then, with ``refine``, search the floor on a finer
     grid (theta x 10^(+-1/2), then x 10^(+-1/4) around the better one, for the prediction and then for
     the iterate: the best of a decade grid can sit several times above the floor). Rows come back in
-    order of falling theta. ``prefetch(thetas)``, if given, is told the rows that will surely be
-    run next (the two of a refinement step), so that it can run them in one batch."""
+    order of falling theta."""
     rows = _coarse(run_row, build_overflows, thetas)
     if refine:
-        rows = _refine(run_row, rows, prefetch or (lambda thetas: None))
+        rows = _refine(run_row, rows)
     return sorted(rows, key=lambda r: -r.theta if math.isfinite(r.theta) else math.inf)
 
 
-def _refine(run_row, rows: list[Row], prefetch) -> list[Row]:
+def _refine(run_row, rows: list[Row]) -> list[Row]:
     """Around the best prediction, and around the best iterate where that is another row."""
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
@@ -239,7 +242,6 @@ def _refine(run_row, rows: list[Row], prefetch) -> list[Row]:
         for step in (10 ** 0.5, 10 ** 0.25):
             new = [t for t in (best.theta * step, best.theta / step)
                    if not any(math.isclose(t, d, rel_tol=1e-9) for d in done)]
-            prefetch(new)
             tried = [run_row(t) for t in new]
             rows += tried
             done |= {r.theta for r in tried}
@@ -274,8 +276,8 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
               device: str, thetas: list[float] | None = None, packed: bool = True) -> tuple[dict, list[Row]]:
     """Returns (configuration, rows). Problems outside the construction's assumptions are dropped
     from the comparison and listed in the configuration under ``excluded``. ``packed``: run the rows
-    with ``verify.packed`` (the first coarse row and the automatic one in one batch, each refinement
-    pair in one), else each row on the model (``emulate.emulate``): the same rows (docs/verifier-speed.md)."""
+    with ``verify.packed`` (zeros skipped, the problems in one chunk per core), else each row on the
+    model (``emulate.emulate``): the same rows, bit for bit (docs/verifier-speed.md)."""
     rng = np.random.default_rng(opts.seed)
     problem = algo.draw(rng, opts)
     step = opts.step if opts.step is not None else algo.choose_step(problem)
@@ -303,59 +305,53 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     ref = type(ref)(ref.iterates[keep], ref.predictions[keep])
     scores = algo.score_bounds(problem, step)
     config["score_bounds"] = scores
-    floors = {storage_name(d): arithmetic_floor(algo, problem, ref, step, iters, d) for d in dtypes}
+    # the arithmetic floors and the T-loop bounds decide nothing in the sweep: a side thread forms
+    # them while the rows run (numpy releases the GIL in its loops)
+    with ThreadPoolExecutor(1) as side:
+        floors = side.submit(lambda: {storage_name(d): arithmetic_floor(algo, problem, ref, step, iters, d)
+                                      for d in dtypes})
+        rows = _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, device, thetas, packed, side)
+        for r in rows:
+            if isinstance(r.bound_T, Future):
+                r.bound_T = r.bound_T.result()
+        floors = floors.result()
     if any(v is not None for v in floors.values()):
         config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
+    return config, rows
+
+
+def _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, device, thetas, packed, side) -> list[Row]:
     n = algo.n_tokens(opts)
     rows: list[Row] = []
     progress.plan(len(dtypes) * len(variants), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
     for dtype_name in dtypes:
         for variant in variants:
-            cache: dict = {}       # theta (or "auto") -> (construction, emulation or None), until its row
-
-            def prefetch(items, variant=variant, dtype_name=dtype_name, cache=cache):
-                """Build [(key, temps)] and run those that fit the dtype in one packed forward."""
-                todo = [(key, _build(algo, opts, step, t, variant)) for key, t in items if key not in cache]
-                cache.update((key, (con, None)) for key, con in todo)
-                run = [(key, con) for key, con in todo if not weights_overflow(con, dtype_name)]
-                if packed and run and all(supported(con) for _, con in run):
-                    try:
-                        emus = emulate_many([con for _, con in run], problem, iters, dtype_name, device)
-                    except ValueError:       # structures differ: each row on the model, in _row
-                        return
-                    cache.update((key, (con, e)) for (key, con), e in zip(run, emus))
-
-            def run_row(theta, variant=variant, dtype_name=dtype_name, cache=cache, prefetch=prefetch):
-                temps = schedule_temps(theta, variant, n, scores)
-                prefetch([(theta, temps)])
-                con, emu = cache.pop(theta)
+            def row(theta, temps, auto=False, variant=variant, dtype_name=dtype_name):
+                """Build and run one row: packed where the construction allows it, else on the model."""
+                con = _build(algo, opts, step, temps, variant)
+                emu = None
+                if packed and supported(con) and not weights_overflow(con, dtype_name):
+                    emu = emulate_many([con], problem, iters, dtype_name, device)[0]
                 return _row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters, theta,
-                            False, con, emu)
+                            auto, con, emu, side)
 
             def overflows(theta, variant=variant, dtype_name=dtype_name):
                 return weights_overflow(_build(algo, opts, step, schedule_temps(theta, variant, n, scores),
                                                variant), dtype_name)
 
+            rows += _sweep_one(lambda theta: row(theta, schedule_temps(theta, variant, n, scores)), overflows,
+                               thetas or THETAS)
             try:
                 temps = auto_temps(variant, n, scores, dtype_name)
             except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
-                temps = None
-            first = (thetas or THETAS)[0]
-            if temps:
-                prefetch([("auto", temps)])
-            rows += _sweep_one(run_row, overflows, thetas or THETAS)
-            if temps is None:
                 nan = float("nan")
                 rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
                                 nan, nan, "overflow", True))
-                progress.group_done()
-                continue
-            loop = temps.get("loop", next(iter(temps.values())))
-            con, emu = cache.pop("auto")
-            rows.append(_row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters,
-                             loop.c * scores.get("loop", next(iter(scores.values()))), True, con, emu))
+            else:
+                loop = temps.get("loop", next(iter(temps.values())))
+                rows.append(row(loop.c * scores.get("loop", next(iter(scores.values()))), temps, auto=True))
             progress.group_done()
-    return config, rows
+    return rows
 
 
 def _build(algo: Algorithm, opts: Options, step, temps, variant):
