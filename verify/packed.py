@@ -23,6 +23,7 @@ model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -119,6 +120,7 @@ class _Product:
 
 
 _PROBES: dict = {}
+_PACKING = threading.RLock()
 
 
 def _pairs(cols: np.ndarray, K: int) -> np.ndarray:
@@ -270,6 +272,10 @@ class Packed:
 
     def stacks(self, B: int, n: int) -> dict:
         """The packed layers for B problems of n tokens (the probes of ``_restrict`` use the sizes)."""
+        with _PACKING:                   # the probe caches are shared by the threads that pack
+            return self._stacks(B, n)
+
+    def _stacks(self, B: int, n: int) -> dict:
         if (B, n) not in self._packed:
             self._packed[B, n] = {s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n)
                                       for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
@@ -285,31 +291,32 @@ class Packed:
     def flops(self, B: int, n: int, iters: int) -> int:
         return sum(2 * c * b * m * k * nn for c, b, m, k, nn in self.matmuls(B, n, iters))
 
-    def run(self, problem, iters: int, workers: int | None = None) -> list[Trajectory]:
+    def run(self, problem, iters: int, workers: int | None = None, pool: "ChunkPool | None" = None) -> list[Trajectory]:
         """The trajectories of the T constructions on ``problem``. On a CPU the problems are split into
         ``workers`` contiguous chunks (default: ``torch.get_num_threads()``), run in as many threads with
         one intra-op thread each: problems never interact in Eq. 1, and a chunk's products are probed
         at its own size, so the numbers are the same bit for bit (``tests/test_packed.py``), and two
-        cores work on 2 x 82-token attention cores at once instead of splitting each small one."""
+        cores work on 2 x 82-token attention cores at once instead of splitting each small one.
+        ``pool``: run the chunks on this open ``ChunkPool`` (one per pool worker), which concurrent
+        callers share, instead of on threads of this call's own."""
         if self.tf32 and torch.device(self.device).type != "cuda":
             raise ValueError(f"device={self.device!r} is invalid for tf32: TF32 matmuls need a CUDA device")
         B = len(problem.x)
-        if workers is None:
+        if pool is not None:
+            workers = pool.workers
+        elif workers is None:
             workers = torch.get_num_threads() if torch.device(self.device).type == "cpu" else 1
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers={workers!r} is invalid: expected an integer >= 1")
         chunks = [c for c in np.array_split(np.arange(B), min(workers, B)) if len(c)]
         with tf32_matmuls(self.tf32), torch.no_grad():
-            if len(chunks) == 1:
+            if len(chunks) == 1 and pool is None:
                 parts = [self._run(problem, iters)]
+            elif pool is None:
+                with ChunkPool(len(chunks)) as own:
+                    parts = self._chunks(problem, iters, chunks, own)
             else:
-                sub = lambda idx: type(problem)(*(getattr(problem, f)[idx[0]:idx[-1] + 1]
-                                                  for f in ("x", "y", "x_test", "y_test")))
-                with _one_thread_each():
-                    for idx in chunks:                       # pack and probe here, one thread at a time
-                        self.stacks(len(idx), self._n(problem))
-                    with ThreadPoolExecutor(len(chunks)) as pool:
-                        parts = list(pool.map(lambda idx: self._run(sub(idx), iters), chunks))
+                parts = self._chunks(problem, iters, chunks, pool)
         out = []
         for i, con in enumerate(self.cons):
             if any(p[2][i] for p in parts):  # the model's dense products spread a non-finite value as NaN
@@ -317,6 +324,17 @@ class Packed:
                 continue
             out.append(Trajectory(np.concatenate([p[0][i] for p in parts]), np.concatenate([p[1][i] for p in parts])))
         return out
+
+    def _chunks(self, problem, iters: int, chunks: list, pool: "ChunkPool") -> list:
+        sub = lambda idx: type(problem)(*(getattr(problem, f)[idx[0]:idx[-1] + 1] for f in ("x", "y", "x_test", "y_test")))
+        for idx in chunks:                                   # pack and probe here, before the threads
+            self.stacks(len(idx), self._n(problem))
+        futures = [pool.submit(self._run_chunk, sub(idx), iters) for idx in chunks]
+        return [f.result() for f in futures]
+
+    def _run_chunk(self, problem, iters: int):
+        with torch.no_grad():                                # grad mode is per thread
+            return self._run(problem, iters)
 
     def _n(self, problem) -> int:
         return self.cons[0].encode(problem.x[:1], problem.y[:1], problem.x_test[:1]).shape[1]
@@ -328,7 +346,7 @@ class Packed:
         h = torch.stack(tokens).to(dtype=self.dtype, device=self.device)       # (T, B, n, D)
         _, B, n, D = h.shape
         h = h.reshape(T, B * n, D).contiguous()
-        stacks = self.stacks(B, n)
+        stacks = self._packed.get((B, n)) or self.stacks(B, n)      # packed before the chunks were sent
         for layer in stacks["pre"]:
             _layer(layer, h, B, n)
         its = []                     # [loop][construction] the iterate read, copied (h changes in place)
@@ -356,15 +374,33 @@ class Packed:
         return iterates, preds, bad
 
 
-class _one_thread_each:
-    """torch's intra-op threads set to 1 while the chunk threads run (restored after)."""
+class ChunkPool:
+    """Threads that run problem chunks (``Packed.run(..., pool=)``), shared by callers that run rows
+    at once (``verify.sweep`` runs two (dtype, variant) groups side by side). While it is open torch
+    runs one intra-op thread per calling thread (``torch.set_num_threads(1)``, restored on close): the
+    parallelism is the chunks', so the two cores never split one small product."""
 
-    def __enter__(self):
-        self.threads = torch.get_num_threads()
+    def __init__(self, workers: int):
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers={workers!r} is invalid: expected an integer >= 1")
+        self.workers = workers
+        self._pool = None
+
+    def __enter__(self) -> "ChunkPool":
+        self._threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        self._pool = ThreadPoolExecutor(self.workers)
+        return self
 
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.threads)
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown()
+        self._pool = None
+        torch.set_num_threads(self._threads)
+
+    def submit(self, fn, *args):
+        if self._pool is None:
+            raise RuntimeError("the ChunkPool is not open: use it as `with ChunkPool(workers) as pool:`")
+        return self._pool.submit(fn, *args)
 
 
 def _layer(L: _Layer, h: torch.Tensor, B: int, n: int) -> None:
@@ -452,7 +488,7 @@ def _core_agrees(TB: int, H: int, n: int, k: int, r: int, D: int, mask: str, col
 
 
 def emulate_many(cons: list[Construction], problem, iters: int, dtype: torch.dtype | str = torch.float64,
-                 device: str = "cpu") -> list[Trajectory]:
+                 device: str = "cpu", pool: ChunkPool | None = None) -> list[Trajectory]:
     """``emulate.emulate(con, problem, iters, dtype, device, every_prediction=False)`` for each of
-    ``cons``, in one packed forward."""
-    return Packed(cons, dtype, device).run(problem, iters)
+    ``cons``, in one packed forward (its problem chunks on ``pool`` where one is given)."""
+    return Packed(cons, dtype, device).run(problem, iters, pool=pool)

@@ -2,7 +2,8 @@
 
 The CLI opens a session (``with session("sweep", enabled)``); the sweep says what it plans
 (``plan(groups, rows_per_group)``: a (dtype, variant) group runs at most that many rows) and
-reports each row (``row(note)``) and each finished group (``group_done()``). A group that stops
+reports each row (``row(note)``) and each finished group (``group_done()``), from any thread: groups
+that run at once (``verify.sweep`` runs two on two cores) are counted apart. A group that stops
 early (the sweep stops once the floor is passed) jumps the count to the group's end, so the bar
 is exact at every group boundary and an upper estimate inside one. Outside a session (library
 use, notebooks) these calls do nothing. tqdm redraws its bar with carriage returns, which reads as
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 
 _current: "_Progress | None" = None
@@ -21,7 +23,8 @@ class _Progress:
     def __init__(self, desc: str, stream):
         self.desc, self.stream = desc, stream
         self.groups, self.per_group = 1, 1
-        self.done_groups, self.in_group = 0, 0
+        self.done_groups, self.in_groups = 0, {}     # rows so far of the group each thread runs
+        self.lock = threading.Lock()
         self.bar = None
         self.start = time.monotonic()
         self.printed = -1                       # the last tenth printed (plain mode)
@@ -32,11 +35,11 @@ class _Progress:
 
     @property
     def count(self) -> int:
-        return self.done_groups * self.per_group + min(self.in_group, self.per_group - 1)
+        return self.done_groups * self.per_group + sum(min(k, self.per_group - 1) for k in self.in_groups.values())
 
     def plan(self, groups: int, per_group: int) -> None:
         self.groups, self.per_group = max(groups, 1), max(per_group, 1)
-        self.done_groups, self.in_group = 0, 0
+        self.done_groups, self.in_groups = 0, {}
         if self.stream.isatty():
             from tqdm import tqdm
             if self.bar is not None:
@@ -58,13 +61,16 @@ class _Progress:
                   file=self.stream, flush=True)
 
     def row(self, note: str) -> None:
-        self.in_group += 1
-        self._show(note)
+        with self.lock:
+            me = threading.get_ident()
+            self.in_groups[me] = self.in_groups.get(me, 0) + 1
+            self._show(note)
 
     def group_done(self) -> None:
-        self.done_groups = min(self.done_groups + 1, self.groups)
-        self.in_group = 0
-        self._show("")
+        with self.lock:
+            self.done_groups = min(self.done_groups + 1, self.groups)
+            self.in_groups.pop(threading.get_ident(), None)
+            self._show("")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -24,7 +24,7 @@ from constructions.linearise import Temperature, choose_temperature, error_bound
 from . import progress
 from .interface import Algorithm, Options
 from .emulate import emulate, relative_error
-from .packed import emulate_many, supported
+from .packed import ChunkPool, emulate_many, supported
 
 
 @dataclass(frozen=True)
@@ -321,36 +321,51 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
 
 
 def _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, device, thetas, packed, side) -> list[Row]:
+    """Every (dtype, variant) group's rows, in that order. Packed on a CPU with several threads, the
+    groups run two (``workers``) at a time, their rows' problem chunks on one shared ``ChunkPool``:
+    one group's Python (building, packing, its statistics) runs while the other's chunks compute, and
+    a group that runs alone still has every core. Each row's numbers do not depend on this."""
     n = algo.n_tokens(opts)
-    rows: list[Row] = []
-    progress.plan(len(dtypes) * len(variants), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
-    for dtype_name in dtypes:
-        for variant in variants:
-            def row(theta, temps, auto=False, variant=variant, dtype_name=dtype_name):
-                """Build and run one row: packed where the construction allows it, else on the model."""
-                con = _build(algo, opts, step, temps, variant)
-                emu = None
-                if packed and supported(con) and not weights_overflow(con, dtype_name):
-                    emu = emulate_many([con], problem, iters, dtype_name, device)[0]
-                return _row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters, theta,
-                            auto, con, emu, side)
+    groups = [(d, v) for d in dtypes for v in variants]
+    progress.plan(len(groups), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
+    workers = torch.get_num_threads() if device == "cpu" else 1
+    if not packed or workers == 1:
+        return [r for d, v in groups for r in _group(algo, opts, problem, ref, step, scores, iters, v, d, device,
+                                                      thetas, packed, side, n, None)]
+    with ChunkPool(workers) as pool, ThreadPoolExecutor(min(workers, len(groups))) as run:
+        futures = [run.submit(_group, algo, opts, problem, ref, step, scores, iters, v, d, device, thetas, packed,
+                              side, n, pool) for d, v in groups]
+        return [r for f in futures for r in f.result()]
 
-            def overflows(theta, variant=variant, dtype_name=dtype_name):
-                return weights_overflow(_build(algo, opts, step, schedule_temps(theta, variant, n, scores),
-                                               variant), dtype_name)
 
-            rows += _sweep_one(lambda theta: row(theta, schedule_temps(theta, variant, n, scores)), overflows,
-                               thetas or THETAS)
-            try:
-                temps = auto_temps(variant, n, scores, dtype_name)
-            except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
-                nan = float("nan")
-                rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
-                                nan, nan, "overflow", True))
-            else:
-                loop = temps.get("loop", next(iter(temps.values())))
-                rows.append(row(loop.c * scores.get("loop", next(iter(scores.values()))), temps, auto=True))
-            progress.group_done()
+def _group(algo, opts, problem, ref, step, scores, iters, variant, dtype_name, device, thetas, packed, side, n,
+           pool) -> list[Row]:
+    """One (dtype, variant) group: the coarse grid, the refinement, the automatic temperature."""
+    def row(theta, temps, auto=False):
+        """Build and run one row: packed where the construction allows it, else on the model."""
+        con = _build(algo, opts, step, temps, variant)
+        emu = None
+        if packed and supported(con) and not weights_overflow(con, dtype_name):
+            emu = emulate_many([con], problem, iters, dtype_name, device, pool)[0]
+        return _row(algo, opts, problem, ref, step, temps, variant, dtype_name, device, iters, theta,
+                    auto, con, emu, side)
+
+    def overflows(theta):
+        return weights_overflow(_build(algo, opts, step, schedule_temps(theta, variant, n, scores), variant),
+                                dtype_name)
+
+    rows = _sweep_one(lambda theta: row(theta, schedule_temps(theta, variant, n, scores)), overflows,
+                      thetas or THETAS)
+    try:
+        temps = auto_temps(variant, n, scores, dtype_name)
+    except ValueError:   # no (C, c) keeps e^C/c (or n/c) inside the dtype's range
+        nan = float("nan")
+        rows.append(Row(algo.name, variant, dtype_name, device, nan, nan, nan, nan, nan, nan, nan,
+                        nan, nan, "overflow", True))
+    else:
+        loop = temps.get("loop", next(iter(temps.values())))
+        rows.append(row(loop.c * scores.get("loop", next(iter(scores.values()))), temps, auto=True))
+    progress.group_done()
     return rows
 
 
