@@ -16,6 +16,9 @@ two limits measured in the same run on random data:
     core s    the seconds that the attention core alone takes on those shapes: per head the scores
               bmm, the softmax and pattern @ values. Any emulation that rounds as the model does
               runs these kernels as they are; ``core/wall`` is their share of the path's wall time
+    floor s   core s plus the path's other products at their bmm limit: the time these kernels
+              need, run back to back on random data; ``of floor`` is floor s / wall_s, how close to
+              the speed its own kernels allow the path runs
 
     python benchmarks/verify_throughput.py [--problems 64] [--temps 8] [--iters 20] [--seed 0]
 """
@@ -36,15 +39,16 @@ from verify.registry import get
 from verify.sweep import DTYPES, schedule_temps
 
 
-def dense_matmuls(cfg, B: int, n: int, iters: int) -> list[tuple[int, int, int, int, int]]:
-    """(count, batch, M, K, N) of the model's own matmuls (``algoformer.layer``) for one construction."""
+def dense_matmuls(cfg, B: int, n: int, iters: int, core: bool = True) -> list[tuple[int, int, int, int, int]]:
+    """(count, batch, M, K, N) of the model's own matmuls (``algoformer.layer``) for one construction
+    (without ``core``: not the attention's scores and pattern @ values)."""
     out = []
     for stack, count in (("pre", 1), ("loop", iters), ("post", 1)):
         for l in getattr(cfg, stack):
             D, H, k, r, F = l.d_model, l.n_heads, l.d_head, l.value_dim, l.d_ff
             if H:
-                out += [(count, 1, B * n, D, H * k)] * 2 + [(count, 1, B * n, D, H * r), (count, 1, B * n, H * r, D),
-                                                            (count, B * H, n, k, n), (count, B * H, n, n, r)]
+                out += [(count, 1, B * n, D, H * k)] * 2 + [(count, 1, B * n, D, H * r), (count, 1, B * n, H * r, D)]
+                out += [(count, B * H, n, k, n), (count, B * H, n, n, r)] if core else []
             if F:
                 out += [(count, 1, B * n, D, F), (count, 1, B * n, F, D)]
     return out
@@ -156,10 +160,14 @@ def bench(algo_name: str, device: str, dtype_name: str, problems: int, temps: in
     one = 1 if workers > 1 else None
     core_model = temps * core_seconds(cfg, problems, n, iters, dtype, device)
     core_packed = temps * core_seconds(cfg, chunk, n, iters, dtype, device, one, 1 / workers)
+    products = dense_matmuls(cfg, problems, n, iters, core=False) * temps
+    floor_model = core_model + flops(products) / limit(products, dtype, device) / 1e9
+    products = packed[0].matmuls(chunk, n, iters, core=False) * (temps * workers)
+    floor_packed = core_packed + flops(products) / limit(products, dtype, device, one, 1 / workers) / 1e9
     return [("model", wall_model, rate(wall_model), flops(dense) / wall_model / 1e9, limit(dense, dtype, device),
-             core_model),
+             core_model, floor_model),
             ("packed", wall_packed, rate(wall_packed), flops(sparse) / wall_packed / 1e9,
-             limit(sparse, dtype, device, one, 1 / workers), core_packed)], same
+             limit(sparse, dtype, device, one, 1 / workers), core_packed, floor_packed)], same
 
 
 def main() -> int:
@@ -179,14 +187,15 @@ def main() -> int:
           f"temperatures={args.temps}, loops={args.iters}, N=40, d=20, variant=odd+mirror, seed={args.seed}, "
           f"devices={devices}")
     print(f"{'algorithm':9} {'device':6} {'dtype':8} {'path':7} {'wall_s':>7} {'problem*temp*loop/s':>20} "
-          f"{'GFLOP/s':>8} {'limit':>8} {'of limit':>8} {'core s':>7} {'core/wall':>9}  packed == model")
+          f"{'GFLOP/s':>8} {'limit':>8} {'of limit':>8} {'core s':>7} {'core/wall':>9} {'floor s':>7} "
+          f"{'of floor':>8}  packed == model")
     for algo in ("newton", "gd"):
         for device in devices:
             for dtype in ("float64", "float32"):
                 rows, same = bench(algo, device, dtype, args.problems, args.temps, args.iters, args.seed)
-                for path, wall, rate, gflops, lim, core in rows:
+                for path, wall, rate, gflops, lim, core, floor in rows:
                     print(f"{algo:9} {device:6} {dtype:8} {path:7} {wall:7.2f} {rate:20.0f} {gflops:8.2f} {lim:8.2f} "
-                          f"{gflops / lim:8.0%} {core:7.2f} {core / wall:9.0%}  "
+                          f"{gflops / lim:8.0%} {core:7.2f} {core / wall:9.0%} {floor:7.2f} {floor / wall:8.0%}  "
                           f"{'bit for bit' if same else 'DIFFERENT'}", flush=True)
     return 0
 

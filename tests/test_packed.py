@@ -11,7 +11,7 @@ import torch
 from verify import registry
 from verify.emulate import emulate
 from verify.interface import Options
-from verify.packed import Packed, emulate_many
+from verify.packed import ChunkPool, Packed, emulate_many
 from verify.sweep import run_sweep, schedule_temps
 
 SMALL = Options(N=6, d=3, problems=4, seed=1, q=2)
@@ -102,3 +102,89 @@ def test_a_non_finite_stream_marks_the_problem_diverged():
     got = emulate_many([con], bad, 2, torch.float64)[0]
     assert np.isnan(got.iterates[1]).all() and np.isnan(got.predictions[1, -1]).all()
     np.testing.assert_array_equal(got.iterates[0], emulate(con, bad, 2, every_prediction=False).iterates[0])
+
+
+def _same_runs(got, want) -> None:
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.iterates, w.iterates)
+        np.testing.assert_array_equal(g.predictions, w.predictions)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_chunks_of_any_size_and_a_shared_pool_give_the_models_numbers(dtype):
+    """Five problems in 1, 2 (3 + 2) and 3 chunks, on the run's own threads or on a shared open
+    ChunkPool: every split is the model's run bit for bit (problems never interact in Eq. 1)."""
+    opts = dataclasses.replace(SMALL, problems=5)
+    algo, p, step, scores, n = _setup("newton", opts)
+    con = algo.build(opts, step, schedule_temps(1e-3, "odd+mirror", n, scores), "odd+mirror")
+    want = [emulate(con, p, 3, dtype, every_prediction=False)]
+    for workers in (1, 2, 3):
+        _same_runs(Packed([con], dtype).run(p, 3, workers=workers), want)
+    threads = torch.get_num_threads()
+    with ChunkPool(2) as pool:
+        assert torch.get_num_threads() == 1                 # one intra-op thread per chunk thread
+        _same_runs(emulate_many([con], p, 3, dtype, pool=pool), want)
+    assert torch.get_num_threads() == threads              # restored
+
+
+def test_bad_workers_and_a_closed_pool_are_refused():
+    algo, p, step, scores, n = _setup("gd")
+    con = algo.build(SMALL, step, schedule_temps(1e-2, "odd", n, scores), "odd")
+    with pytest.raises(ValueError, match=r"workers=0 is invalid: expected an integer >= 1"):
+        Packed([con], "float64").run(p, 1, workers=0)
+    with pytest.raises(ValueError, match=r"workers=1.5 is invalid"):
+        ChunkPool(1.5)
+    with pytest.raises(RuntimeError, match="not open"):
+        ChunkPool(2).submit(print)
+
+
+def test_the_joint_core_where_the_per_head_probe_disagrees(monkeypatch):
+    """Where the per-head core's probe disagrees (another CPU's kernels may), the layer falls back to
+    the model's own 4-D attention: still the model's numbers, bit for bit."""
+    import verify.packed as packed_mod
+    monkeypatch.setattr(packed_mod, "_core_agrees", lambda *a, **k: False)
+    algo, p, step, scores, n = _setup("newton")
+    for variant in ("odd+mirror", "richardson4"):
+        con = algo.build(SMALL, step, schedule_temps(1e-3, variant, n, scores), variant)
+        pk = Packed([con], "float64")
+        assert all(L.v_heads is None for s in pk.stacks(2, n).values() for L in s if L.H)
+        _same_runs(pk.run(p, 3), [emulate(con, p, 3, "float64", every_prediction=False)])
+
+
+def test_the_sweep_does_not_depend_on_the_thread_count():
+    """Two groups side by side on two threads (the default here), or one after the other on one: the
+    same rows, bit for bit, with every T-loop bound resolved to a float."""
+    algo = registry.get("gd")
+    args = (algo, SMALL, 3, ["odd", "odd+mirror"], ["float64", "float32"], "cpu", [1e-1, 1e-2, 1e-4])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _, two = run_sweep(*args)
+        torch.set_num_threads(1)
+        _, one = run_sweep(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert _same_rows(two, one)
+    assert all(isinstance(r.bound_T, float) for r in two)
+    seen = [k for i, k in enumerate((r.dtype, r.variant) for r in two) if i == 0 or k != (two[i - 1].dtype, two[i - 1].variant)]
+    assert seen == [(d, v) for d in ("float64", "float32") for v in ("odd", "odd+mirror")]   # group order kept
+
+
+def test_a_wide_output_map_gives_the_same_rows_on_any_thread_count():
+    """richardson10 Newton at d = 20: W_O multiplies 10 heads x 20 values (K = 200), long enough that
+    this CPU's MKL splits the sum across two threads. The sweep's rows are the one-thread arithmetic on
+    every path and thread count: packed on two threads == the model row by row == packed on one."""
+    opts = Options(N=24, d=20, problems=3, seed=2)
+    algo = registry.get("newton")
+    args = (algo, opts, 2, ["richardson10"], ["float64"], "cpu", [1e-1, 1e-3])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _, two = run_sweep(*args)
+        _, model = run_sweep(*args, packed=False)
+        torch.set_num_threads(1)
+        _, one = run_sweep(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert any(r.status == "ok" for r in two)
+    assert _same_rows(two, model) and _same_rows(two, one)

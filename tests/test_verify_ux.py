@@ -263,3 +263,30 @@ def test_copy_plot_is_drawn_against_beta_with_its_bound(tmp_path):
     svg = (tmp_path / "c.svg").read_text()
     assert "beta" in svg and "theta" not in svg and "1/theta" not in svg
     assert any(label.startswith("bound 2(n-1)") for label in labels) and any("exactly 0" in x for x in labels)
+
+
+def test_progress_counts_groups_that_run_at_once_apart():
+    """Two threads each run a group of 3 rows at once (``verify.sweep`` runs two groups side by side):
+    the count never passes what has been done, and both groups' ends reach 100%."""
+    import io
+    import threading
+
+    from verify import progress
+    out = io.StringIO()
+    with progress.session("sweep", True, out) as p:
+        progress.plan(2, 4)
+        barrier = threading.Barrier(2)
+
+        def group():
+            barrier.wait()
+            for _ in range(3):
+                progress.row("r")
+            progress.group_done()
+        threads = [threading.Thread(target=group) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert p.count == 8 and p.in_groups == {}
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("sweep: 100% (8/8 rows at most")

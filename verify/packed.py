@@ -23,6 +23,7 @@ model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -139,42 +140,53 @@ def _blocks(rows: np.ndarray, N: int, t: int) -> np.ndarray:
 
 
 def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: int, n: int, dtype, device,
-             compute=None) -> _Product:
-    """The packed product of the weights w (T, N, K) (bias b (T, N)) that reads only the columns
-    ``cols`` and writes the rows ``rows`` where that gives the model's product bit for bit. Kernels
-    are chosen by shape and may sum the inner dimension in another order, so each candidate (the
-    nonzero columns, their aligned pairs or all; the nonzero rows, widened to aligned tiles of 4 to 32,
-    or all; in one bmm; the cheapest first) is probed, once per
-    (kind, sizes, zero pattern, dtype, device): random data with this zero pattern, the model's call
-    against the candidate. The first that agrees is used; else the model's call per construction.
-    (The probe runs one construction, the real sizes B, n: the kernel is chosen by the matrix shapes.)"""
+             compute=None, part: tuple = ()) -> _Product:
+    """The packed product of the weights w (T, N, K) (bias b (T, N)) for a chunk of B problems that
+    reads only the columns ``cols`` and writes the rows ``rows`` where that gives the model's product
+    bit for bit. ``part`` = (B_all, starts): the chunk is problems [s, s + B) of the B_all that the
+    model multiplies at once, for each s in starts (default: the whole batch, (B, (0,))).
+
+    Kernels are chosen by shape and may sum the inner dimension in another order (and this CPU's MKL
+    treats a partial tile of rows, or a short M, apart), so each candidate (the nonzero columns, their
+    aligned pairs or all; the nonzero rows, widened to aligned tiles of 4 to 32, or all; in one bmm;
+    the cheapest first) is probed once per (kind, sizes, chunks, zero pattern, dtype, device): random
+    data with this zero pattern, the model's call on all B_all problems against the candidate on each
+    chunk. The first that agrees on every chunk is used; else the model's call per construction, which
+    is exact only for the whole batch (``batched`` False: ``Packed.run`` then runs it unchunked).
+    (The probe runs one construction, the real sizes: the kernel is chosen by the matrix shapes.)"""
     T, N, K = w.shape
     compute = compute or dtype
+    ref_B, starts = part or (B, (0,))
     cols, rows = np.asarray(cols, np.int64), np.asarray(rows, np.int64)
-    key = (kind, B, n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
-    make = lambda kc, nc, batched, ww, bb: _Product(
+    key = (kind, B, ref_B, tuple(starts), n, K, N, cols.tobytes(), rows.tobytes(), dtype, compute, str(device))
+    make = lambda kc, nc, batched, ww, bb, BB=B: _Product(
         kind, _index(kc, device), _index(nc, device),
         torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
         None if bb is None else torch.from_numpy(np.ascontiguousarray(bb[:, None, nc])).to(
-            dtype=dtype, device=device).to(compute), batched, B, n)
+            dtype=dtype, device=device).to(compute), batched, BB, n)
     every_k, every_n = np.arange(K), np.arange(N)
     if key not in _PROBES:
         _PROBES[key] = (every_k, every_n, False)
         rng = np.random.default_rng(0)
         # one construction: a bmm computes each of its T matrices alone, as the model's call does
-        pw, pb, px = rng.standard_normal((1, N, K)), rng.standard_normal((1, N)), rng.standard_normal((1, B * n, K))
-        if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
-            px = px.reshape(B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
+        pw, pb = rng.standard_normal((1, N, K)), rng.standard_normal((1, N))
+        px = rng.standard_normal((1, ref_B * n, K))
         pw[:, :, np.setdiff1d(every_k, cols)] = 0.0
         pw[:, np.setdiff1d(every_n, rows)] = 0.0
         pb[:, np.setdiff1d(every_n, rows)] = 0.0
         if kind[0] != "matmul":
             px[:, :, np.setdiff1d(every_k, cols)] = 0.0
         pb = None if b is None else pb
-        x = torch.from_numpy(np.ascontiguousarray(px)).to(device=device)
         # the stream holds storage-dtype values; pattern @ values (W_O's input) is formed in the compute dtype
-        x = x.to(compute) if kind[0] == "matmul" else x.to(dtype).to(compute)
-        exact = make(every_k, every_n, False, pw, pb)(x)
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device).to(
+            compute if kind[0] == "matmul" else dtype).to(compute)
+        if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
+            px = px.reshape(ref_B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
+            chunk = lambda s: to_t(px[s:s + B])
+        else:
+            chunk = lambda s: to_t(px[:, s * n:(s + B) * n])
+        exact = make(every_k, every_n, False, pw, pb, ref_B)(to_t(px))
+        xs = [(s, chunk(s)) for s in starts]
         ks = [cols, _pairs(cols, K), every_k]
         ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
         tried = set()
@@ -182,8 +194,8 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
             if (kc.tobytes(), nc.tobytes()) in tried:
                 continue
             tried.add((kc.tobytes(), nc.tobytes()))
-            out = make(kc, nc, True, pw, pb)(x)
-            if torch.equal(out, exact[:, :, torch.from_numpy(nc).to(device)]):
+            cand, ix = make(kc, nc, True, pw, pb), torch.from_numpy(nc).to(device)
+            if all(torch.equal(cand(x), exact[:, s * n:(s + B) * n][:, :, ix]) for s, x in xs):
                 _PROBES[key] = (kc, nc, True)
                 break
     kc, nc, batched = _PROBES[key][:3]
@@ -211,17 +223,18 @@ class _Layer:
     fc1: _Product | None = None
     fc2: _Product | None = None
 
-    def matmuls(self) -> list[tuple[int, int, int, int]]:
-        """(batch, M, K, N) of every matmul this layer runs: its products, the scores, pattern @ values."""
+    def matmuls(self, core: bool = True) -> list[tuple[int, int, int, int]]:
+        """(batch, M, K, N) of every matmul this layer runs: its products, and (``core``) the scores and
+        pattern @ values."""
         out = [p.shape() for p in (self.q, self.k, self.o, self.fc1, self.fc2) if p is not None]
-        if self.H:
+        if self.H and core:
             T, Hk, _ = self.q.w.shape
             H, B, n = self.H, self.q.B, self.q.n
             out += [(T * B * H, n, Hk // H, n), (T * B * H, n, n, self.o.w.shape[2] // H)]
         return out
 
 
-def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int) -> _Layer:
+def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int, part: tuple = ()) -> _Layer:
     L = _Layer(mask=cfg.mask, up=None)
     get = lambda name: np.stack([sd[prefix + name].numpy() for sd in sds])   # (T, ...)
     if cfg.n_heads > 0:
@@ -237,18 +250,19 @@ def _pack_layer(sds: list[dict], prefix: str, cfg, dtype, device, B: int, n: int
         cols = np.where(sel[0].any(-1), sel[0].argmax(-1), 0)                   # padded rows: W_O is 0
         r = cols.size // H
         every = np.arange(H * k)
-        L.q = _product(("qk", H, k), wq.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
-        L.k = _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up)
+        L.q = _product(("qk", H, k), wq.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up, part)
+        L.k = _product(("qk", H, k), wk.reshape(T, H * k, D), None, read, every, B, n, dtype, device, L.up, part)
         L.v_cols = _index(cols, device)
-        if L.q.batched and L.k.batched and _core_agrees(T * B, H, n, k, r, D, cfg.mask, cols, L.up or dtype, device):
+        if L.q.batched and L.k.batched and _core_agrees(T, B, H, n, k, r, D, cfg.mask, cols, L.up or dtype, device, part):
             L.v_heads = [_index(cols[i * r:(i + 1) * r], device) for i in range(H)]
         L.o = _product(("matmul", H), wo, None, np.arange(wo.shape[2]), _nonzero(wo, (0, 2)), B, n, dtype,
-                       device, L.up)
+                       device, L.up, part)
     if cfg.d_ff > 0:
         w1, b1, w2, b2 = get("ffn.fc1.weight"), get("ffn.fc1.bias"), get("ffn.fc2.weight"), get("ffn.fc2.bias")
-        L.fc1 = _product(("linear",), w1, b1, _nonzero(w1, (0, 1)), np.arange(w1.shape[1]), B, n, dtype, device)
+        L.fc1 = _product(("linear",), w1, b1, _nonzero(w1, (0, 1)), np.arange(w1.shape[1]), B, n, dtype, device,
+                         part=part)
         write = np.union1d(_nonzero(w2, (0, 2)), _nonzero(b2, 0))
-        L.fc2 = _product(("linear",), w2, b2, np.arange(w2.shape[2]), write, B, n, dtype, device)
+        L.fc2 = _product(("linear",), w2, b2, np.arange(w2.shape[2]), write, B, n, dtype, device, part=part)
     return L
 
 
@@ -270,33 +284,36 @@ class Packed:
         self._sds = [state_dict(c.weights) for c in cons]
         self._packed: dict = {}
 
-    def stacks(self, B: int, n: int) -> dict:
-        """The packed layers for B problems of n tokens (the probes of ``_restrict`` use the sizes)."""
+    def stacks(self, B: int, n: int, part: tuple = ()) -> dict:
+        """The packed layers for chunks of B problems of n tokens; ``part`` = (B_all, starts): the
+        chunks' places in the batch that the model runs at once (``_product``; default: the whole)."""
+        part = part or (B, (0,))
         with _PACKING:                   # the probe caches are shared by the threads that pack
-            return self._stacks(B, n)
+            if (B, n, part) not in self._packed:
+                self._packed[B, n, part] = {
+                    s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n, part)
+                        for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
+            return self._packed[B, n, part]
 
-    def _stacks(self, B: int, n: int) -> dict:
-        if (B, n) not in self._packed:
-            self._packed[B, n] = {s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n)
-                                      for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
-        return self._packed[B, n]
-
-    def matmuls(self, B: int, n: int, iters: int) -> list[tuple[int, int, int, int, int]]:
+    def matmuls(self, B: int, n: int, iters: int, core: bool = True) -> list[tuple[int, int, int, int, int]]:
         """(count, batch, M, K, N) of the matmuls one ``run`` over B problems and ``iters`` loops does
-        (``flops``: 2 per multiply-add; the softmax, ReLU and adds are not counted)."""
+        (``flops``: 2 per multiply-add; the softmax, ReLU and adds are not counted); without ``core``
+        the products only, not the attention's scores and pattern @ values."""
         stacks = self.stacks(B, n)
         count = {"pre": 1, "loop": iters, "post": 1}
-        return [(count[s], *m) for s in stacks for layer in stacks[s] for m in layer.matmuls()]
+        return [(count[s], *m) for s in stacks for layer in stacks[s] for m in layer.matmuls(core)]
 
     def flops(self, B: int, n: int, iters: int) -> int:
         return sum(2 * c * b * m * k * nn for c, b, m, k, nn in self.matmuls(B, n, iters))
 
     def run(self, problem, iters: int, workers: int | None = None, pool: "ChunkPool | None" = None) -> list[Trajectory]:
-        """The trajectories of the T constructions on ``problem``. On a CPU the problems are split into
-        ``workers`` contiguous chunks (default: ``torch.get_num_threads()``), run in as many threads with
-        one intra-op thread each: problems never interact in Eq. 1, and a chunk's products are probed
-        at its own size, so the numbers are the same bit for bit (``tests/test_packed.py``), and two
-        cores work on 2 x 82-token attention cores at once instead of splitting each small one.
+        """The trajectories of the T constructions on ``problem``: the model's numbers with one
+        intra-op thread (``emulate.emulate`` under ``torch.set_num_threads(1)``), bit for bit. On a CPU
+        the problems are split into ``workers`` contiguous chunks (default: ``torch.get_num_threads()``),
+        run in as many threads with one intra-op thread each: problems never interact in Eq. 1, and
+        every product and attention core is probed on each chunk against the model's call on the whole
+        batch, so two cores work on 2 x 82-token attention cores at once instead of splitting each
+        small one. Where a probe finds no chunked form that agrees, the run is not chunked.
         ``pool``: run the chunks on this open ``ChunkPool`` (one per pool worker), which concurrent
         callers share, instead of on threads of this call's own."""
         if self.tf32 and torch.device(self.device).type != "cuda":
@@ -309,44 +326,46 @@ class Packed:
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers={workers!r} is invalid: expected an integer >= 1")
         chunks = [c for c in np.array_split(np.arange(B), min(workers, B)) if len(c)]
-        with tf32_matmuls(self.tf32), torch.no_grad():
-            if len(chunks) == 1 and pool is None:
-                parts = [self._run(problem, iters)]
-            elif pool is None:
-                with ChunkPool(len(chunks)) as own:
-                    parts = self._chunks(problem, iters, chunks, own)
-            else:
-                parts = self._chunks(problem, iters, chunks, pool)
-        out = []
-        for i, con in enumerate(self.cons):
-            if any(p[2][i] for p in parts):  # the model's dense products spread a non-finite value as NaN
-                out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
-                continue
-            out.append(Trajectory(np.concatenate([p[0][i] for p in parts]), np.concatenate([p[1][i] for p in parts])))
+        n = self._n(problem)
+        with contextlib.ExitStack() as stack:
+            if pool is None:         # one intra-op thread, as in the sweep, also for one chunk
+                pool = stack.enter_context(ChunkPool(len(chunks)))
+            if len(chunks) > 1:      # pack and probe here, before the threads; unchunked unless exact
+                packs = {len(c): self.stacks(len(c), n, (B, tuple(int(d[0]) for d in chunks if len(d) == len(c))))
+                         for c in chunks}
+                if not all(_chunkable(L) for st in packs.values() for layers in st.values() for L in layers):
+                    chunks = [np.arange(B)]
+            with tf32_matmuls(self.tf32), torch.no_grad():
+                if len(chunks) == 1:
+                    parts = [self._run(problem, iters, self.stacks(B, n))]
+                else:
+                    sub = lambda idx: type(problem)(*(getattr(problem, f)[idx[0]:idx[-1] + 1]
+                                                      for f in ("x", "y", "x_test", "y_test")))
+                    futures = [pool.submit(self._run_chunk, sub(idx), iters, packs[len(idx)]) for idx in chunks]
+                    parts = [f.result() for f in futures]
+            out = []
+            for i, con in enumerate(self.cons):
+                if any(p[2][i] for p in parts):  # the model's dense products spread a non-finite value as NaN
+                    out.append(emulate(con, problem, iters, self.name, self.device, every_prediction=False))
+                    continue
+                out.append(Trajectory(np.concatenate([p[0][i] for p in parts]),
+                                      np.concatenate([p[1][i] for p in parts])))
         return out
 
-    def _chunks(self, problem, iters: int, chunks: list, pool: "ChunkPool") -> list:
-        sub = lambda idx: type(problem)(*(getattr(problem, f)[idx[0]:idx[-1] + 1] for f in ("x", "y", "x_test", "y_test")))
-        for idx in chunks:                                   # pack and probe here, before the threads
-            self.stacks(len(idx), self._n(problem))
-        futures = [pool.submit(self._run_chunk, sub(idx), iters) for idx in chunks]
-        return [f.result() for f in futures]
-
-    def _run_chunk(self, problem, iters: int):
+    def _run_chunk(self, problem, iters: int, stacks: dict):
         with torch.no_grad():                                # grad mode is per thread
-            return self._run(problem, iters)
+            return self._run(problem, iters, stacks)
 
     def _n(self, problem) -> int:
         return self.cons[0].encode(problem.x[:1], problem.y[:1], problem.x_test[:1]).shape[1]
 
-    def _run(self, problem, iters: int) -> tuple[list, list, list]:
+    def _run(self, problem, iters: int, stacks: dict) -> tuple[list, list, list]:
         """(iterates, predictions, non-finite) per construction, as numpy arrays and flags."""
         T = len(self.cons)
         tokens = [torch.from_numpy(c.encode(problem.x, problem.y, problem.x_test)) for c in self.cons]
         h = torch.stack(tokens).to(dtype=self.dtype, device=self.device)       # (T, B, n, D)
         _, B, n, D = h.shape
         h = h.reshape(T, B * n, D).contiguous()
-        stacks = self._packed.get((B, n)) or self.stacks(B, n)      # packed before the chunks were sent
         for layer in stacks["pre"]:
             _layer(layer, h, B, n)
         its = []                     # [loop][construction] the iterate read, copied (h changes in place)
@@ -372,6 +391,13 @@ class Packed:
             iterates.append(it.numpy())
             preds.append(pred.numpy())
         return iterates, preds, bad
+
+
+def _chunkable(L: _Layer) -> bool:
+    """Whether the layer's packed chunk gives the model's numbers for the whole batch: every product
+    found a restriction that agrees on every chunk, and so did the per-head attention core."""
+    products = [p for p in (L.q, L.k, L.o, L.fc1, L.fc2) if p is not None]
+    return all(p.batched for p in products) and (not L.H or L.v_heads is not None)
 
 
 class ChunkPool:
@@ -458,16 +484,19 @@ def _core_per_head(q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, v_heads: l
 _CORES: dict = {}
 
 
-def _core_agrees(TB: int, H: int, n: int, k: int, r: int, D: int, mask: str, cols: np.ndarray, dtype, device) -> bool:
+def _core_agrees(T: int, B: int, H: int, n: int, k: int, r: int, D: int, mask: str, cols: np.ndarray, dtype,
+                 device, part: tuple = ()) -> bool:
     """Whether ``_core_per_head`` gives the model's pattern @ values (``algoformer.layer``: einsum
-    queries, keys and values, q @ k^T of (TB, H, n, k), softmax, @ v) bit for bit at these sizes, with
-    head i's values the columns ``cols[i*r:(i+1)*r]`` of a D-wide stream: probed once on random data (the kernels
-    are chosen by shape and layout, not by the values)."""
-    key = (TB, H, n, k, r, D, mask, cols.tobytes(), dtype, str(device))
+    queries, keys and values, q @ k^T of (B_all, H, n, k), softmax, @ v, for one construction's B_all
+    problems) bit for bit on a chunk of T x B problems, for each chunk of ``part`` = (B_all, starts)
+    (``_product``), with head i's values the columns ``cols[i*r:(i+1)*r]`` of a D-wide stream: probed
+    once on random data (the kernels are chosen by shape and layout, not by the values)."""
+    ref_B, starts = part or (B, (0,))
+    key = (T, B, ref_B, tuple(starts), H, n, k, r, D, mask, cols.tobytes(), dtype, str(device))
     if key not in _CORES:
         g = torch.Generator(device="cpu").manual_seed(0)
         rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-        h, wq, wk = rnd(TB, n, D), rnd(H, k, D), rnd(H, k, D)
+        h, wq, wk = rnd(ref_B, n, D), rnd(H, k, D), rnd(H, k, D)
         wv = torch.zeros(H * r, D, dtype=dtype, device=device)
         wv[torch.arange(H * r), torch.from_numpy(cols)] = 1.0
         wv = wv.view(H, r, D)
@@ -479,11 +508,15 @@ def _core_agrees(TB: int, H: int, n: int, k: int, r: int, D: int, mask: str, col
         if mask == "causal":
             scores = scores.masked_fill(_future(n, device), float("-inf"))
         want = torch.softmax(scores, dim=-1) @ v
-        # the candidate: the same queries and keys (the joint products are probed against this einsum),
-        # laid out as those products leave them, (1, TB*n, H*k)
-        joint = lambda t: t.permute(0, 2, 1, 3).reshape(1, TB * n, H * k)
-        got = _core_per_head(joint(q), joint(kk), h.reshape(1, TB * n, D), v_cols, n, mask)
-        _CORES[key] = bool(torch.equal(got, want))
+        # the candidate, per chunk: the same queries and keys (the joint products are probed against
+        # this einsum), laid out as those products leave them, (1, T*B*n, H*k), the chunk T times over
+        joint = lambda t, s: t[s:s + B].permute(0, 2, 1, 3).reshape(1, B * n, H * k).repeat(1, T, 1)
+        ok = True
+        for s in starts:
+            got = _core_per_head(joint(q, s), joint(kk, s), h[s:s + B].reshape(1, B * n, D).repeat(1, T, 1),
+                                 v_cols, n, mask)
+            ok = ok and all(torch.equal(got[t * B:(t + 1) * B], want[s:s + B]) for t in range(T))
+        _CORES[key] = ok
     return _CORES[key]
 
 

@@ -324,14 +324,25 @@ def _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, devic
     """Every (dtype, variant) group's rows, in that order. Packed on a CPU with several threads, the
     groups run two (``workers``) at a time, their rows' problem chunks on one shared ``ChunkPool``:
     one group's Python (building, packing, its statistics) runs while the other's chunks compute, and
-    a group that runs alone still has every core. Each row's numbers do not depend on this."""
+    a group that runs alone still has every core.
+
+    Every row is the model's arithmetic with one intra-op thread, on every path and core count (the
+    row-by-row path on the model, ``packed=False``, runs with one thread too). The model's own dense
+    products do not give the same bits on one thread and on two: this CPU's MKL splits the inner
+    dimension of a product across threads once it is long enough (W_O of 10 heads, K = 200), so the
+    float64 floor rows of richardson10/12 used to change with OMP_NUM_THREADS. Now they do not."""
     n = algo.n_tokens(opts)
     groups = [(d, v) for d in dtypes for v in variants]
     progress.plan(len(groups), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
     workers = torch.get_num_threads() if device == "cpu" else 1
     if not packed or workers == 1:
-        return [r for d, v in groups for r in _group(algo, opts, problem, ref, step, scores, iters, v, d, device,
-                                                      thetas, packed, side, n, None)]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)               # the same arithmetic as the packed rows' (see the doc)
+        try:
+            return [r for d, v in groups for r in _group(algo, opts, problem, ref, step, scores, iters, v, d,
+                                                          device, thetas, packed, side, n, None)]
+        finally:
+            torch.set_num_threads(threads)
     with ChunkPool(workers) as pool, ThreadPoolExecutor(min(workers, len(groups))) as run:
         futures = [run.submit(_group, algo, opts, problem, ref, step, scores, iters, v, d, device, thetas, packed,
                               side, n, pool) for d, v in groups]
