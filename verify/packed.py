@@ -121,7 +121,14 @@ class _Product:
 
 
 _PROBES: dict = {}
-_PACKING = threading.RLock()
+_LOCKS: dict = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(key) -> threading.Lock:
+    """One lock per probe key: threads that pack wait only for a probe of the same key."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 def _pairs(cols: np.ndarray, K: int) -> np.ndarray:
@@ -164,43 +171,13 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
         torch.from_numpy(np.ascontiguousarray(ww[:, nc][:, :, kc])).to(dtype=dtype, device=device).to(compute),
         None if bb is None else torch.from_numpy(np.ascontiguousarray(bb[:, None, nc])).to(
             dtype=dtype, device=device).to(compute), batched, BB, n)
-    every_k, every_n = np.arange(K), np.arange(N)
-    if key not in _PROBES:
-        _PROBES[key] = (every_k, every_n, False)
-        rng = np.random.default_rng(0)
-        # one construction: a bmm computes each of its T matrices alone, as the model's call does
-        pw, pb = rng.standard_normal((1, N, K)), rng.standard_normal((1, N))
-        px = rng.standard_normal((1, ref_B * n, K))
-        pw[:, :, np.setdiff1d(every_k, cols)] = 0.0
-        pw[:, np.setdiff1d(every_n, rows)] = 0.0
-        pb[:, np.setdiff1d(every_n, rows)] = 0.0
-        if kind[0] != "matmul":
-            px[:, :, np.setdiff1d(every_k, cols)] = 0.0
-        pb = None if b is None else pb
-        # the stream holds storage-dtype values; pattern @ values (W_O's input) is formed in the compute dtype
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device).to(
-            compute if kind[0] == "matmul" else dtype).to(compute)
-        if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
-            px = px.reshape(ref_B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
-            chunk = lambda s: to_t(px[s:s + B])
-        else:
-            chunk = lambda s: to_t(px[:, s * n:(s + B) * n])
-        exact = make(every_k, every_n, False, pw, pb, ref_B)(to_t(px))
-        xs = [(s, chunk(s)) for s in starts]
-        ks = [cols, _pairs(cols, K), every_k]
-        ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
-        tried = set()
-        for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
-            if (kc.tobytes(), nc.tobytes()) in tried:
-                continue
-            tried.add((kc.tobytes(), nc.tobytes()))
-            cand, ix = make(kc, nc, True, pw, pb), torch.from_numpy(nc).to(device)
-            if all(torch.equal(cand(x), exact[:, s * n:(s + B) * n][:, :, ix]) for s, x in xs):
-                _PROBES[key] = (kc, nc, True)
-                break
-    kc, nc, batched = _PROBES[key][:3]
-    if len(_PROBES[key]) == 3:      # the chosen restriction's indices, formed once
-        _PROBES[key] += (_index(kc, device), _index(nc, device), _index(kc, "cpu"), _index(nc, "cpu"))
+    with _lock(key):                 # the probe cache is shared by the threads that pack
+        if key not in _PROBES:
+            _probe_product(key, kind, make, b, cols, rows, B, ref_B, starts, n, K, N, dtype, compute, device)
+        if len(_PROBES[key]) == 3:   # the chosen restriction's indices, formed once
+            kc, nc = _PROBES[key][:2]
+            _PROBES[key] += (_index(kc, device), _index(nc, device), _index(kc, "cpu"), _index(nc, "cpu"))
+    batched = _PROBES[key][2]
     read, write, kn, nn = _PROBES[key][3:]
     as_t = lambda a: torch.from_numpy(a).to(dtype=dtype, device=device).to(compute)
     ww = w[:, nn] if isinstance(nn, slice) else w[:, nn.numpy()]
@@ -208,6 +185,43 @@ def _product(kind: tuple, w: np.ndarray, b: np.ndarray | None, cols, rows, B: in
     bb = None if b is None else (b[:, None, nn] if isinstance(nn, slice) else b[:, None, nn.numpy()])
     return _Product(kind, read, write, as_t(np.ascontiguousarray(ww)),
                     None if bb is None else as_t(np.ascontiguousarray(bb)), batched, B, n)
+
+
+def _probe_product(key, kind, make, b, cols, rows, B, ref_B, starts, n, K, N, dtype, compute, device) -> None:
+    """``_product``'s probe: sets _PROBES[key] to (kept columns, kept rows, batched)."""
+    every_k, every_n = np.arange(K), np.arange(N)
+    _PROBES[key] = (every_k, every_n, False)
+    rng = np.random.default_rng(0)
+    # one construction: a bmm computes each of its T matrices alone, as the model's call does
+    pw, pb = rng.standard_normal((1, N, K)), rng.standard_normal((1, N))
+    px = rng.standard_normal((1, ref_B * n, K))
+    pw[:, :, np.setdiff1d(every_k, cols)] = 0.0
+    pw[:, np.setdiff1d(every_n, rows)] = 0.0
+    pb[:, np.setdiff1d(every_n, rows)] = 0.0
+    if kind[0] != "matmul":
+        px[:, :, np.setdiff1d(every_k, cols)] = 0.0
+    pb = None if b is None else pb
+    # the stream holds storage-dtype values; pattern @ values (W_O's input) is formed in the compute dtype
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device).to(
+        compute if kind[0] == "matmul" else dtype).to(compute)
+    if kind[0] == "matmul":      # (B, H, n, r), contiguous as the pattern @ values product leaves it
+        px = px.reshape(ref_B, n, kind[1], K // kind[1]).transpose(0, 2, 1, 3)
+        chunk = lambda s: to_t(px[s:s + B])
+    else:
+        chunk = lambda s: to_t(px[:, s * n:(s + B) * n])
+    exact = make(every_k, every_n, False, pw, pb, ref_B)(to_t(px))
+    xs = [(s, chunk(s)) for s in starts]
+    ks = [cols, _pairs(cols, K), every_k]
+    ns = [rows] + [_blocks(rows, N, t) for t in (4, 8, 12, 16, 24, 32)] + [every_n]
+    tried = set()
+    for kc, nc in sorted(((kc, nc) for kc in ks for nc in ns), key=lambda c: len(c[0]) * len(c[1])):
+        if (kc.tobytes(), nc.tobytes()) in tried:
+            continue
+        tried.add((kc.tobytes(), nc.tobytes()))
+        cand, ix = make(kc, nc, True, pw, pb), torch.from_numpy(nc).to(device)
+        if all(torch.equal(cand(x), exact[:, s * n:(s + B) * n][:, :, ix]) for s, x in xs):
+            _PROBES[key] = (kc, nc, True)
+            break
 
 
 @dataclass
@@ -288,12 +302,11 @@ class Packed:
         """The packed layers for chunks of B problems of n tokens; ``part`` = (B_all, starts): the
         chunks' places in the batch that the model runs at once (``_product``; default: the whole)."""
         part = part or (B, (0,))
-        with _PACKING:                   # the probe caches are shared by the threads that pack
-            if (B, n, part) not in self._packed:
-                self._packed[B, n, part] = {
-                    s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n, part)
-                        for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
-            return self._packed[B, n, part]
+        if (B, n, part) not in self._packed:
+            self._packed[B, n, part] = {
+                s: [_pack_layer(self._sds, f"{s}.{i}.", lc, self.dtype, self.device, B, n, part)
+                    for i, lc in enumerate(getattr(self._cfg, s))] for s in ("pre", "loop", "post")}
+        return self._packed[B, n, part]
 
     def matmuls(self, B: int, n: int, iters: int, core: bool = True) -> list[tuple[int, int, int, int, int]]:
         """(count, batch, M, K, N) of the matmuls one ``run`` over B problems and ``iters`` loops does
@@ -493,31 +506,37 @@ def _core_agrees(T: int, B: int, H: int, n: int, k: int, r: int, D: int, mask: s
     once on random data (the kernels are chosen by shape and layout, not by the values)."""
     ref_B, starts = part or (B, (0,))
     key = (T, B, ref_B, tuple(starts), H, n, k, r, D, mask, cols.tobytes(), dtype, str(device))
-    if key not in _CORES:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-        h, wq, wk = rnd(ref_B, n, D), rnd(H, k, D), rnd(H, k, D)
-        wv = torch.zeros(H * r, D, dtype=dtype, device=device)
-        wv[torch.arange(H * r), torch.from_numpy(cols)] = 1.0
-        wv = wv.view(H, r, D)
-        v_cols = [_index(cols[i * r:(i + 1) * r], device) for i in range(H)]
-        q = torch.einsum("bnd,hkd->bhnk", h, wq)
-        kk = torch.einsum("bnd,hkd->bhnk", h, wk)
-        v = torch.einsum("bnd,hvd->bhnv", h, wv)
-        scores = q @ kk.transpose(-1, -2)
-        if mask == "causal":
-            scores = scores.masked_fill(_future(n, device), float("-inf"))
-        want = torch.softmax(scores, dim=-1) @ v
-        # the candidate, per chunk: the same queries and keys (the joint products are probed against
-        # this einsum), laid out as those products leave them, (1, T*B*n, H*k), the chunk T times over
-        joint = lambda t, s: t[s:s + B].permute(0, 2, 1, 3).reshape(1, B * n, H * k).repeat(1, T, 1)
-        ok = True
-        for s in starts:
-            got = _core_per_head(joint(q, s), joint(kk, s), h[s:s + B].reshape(1, B * n, D).repeat(1, T, 1),
-                                 v_cols, n, mask)
-            ok = ok and all(torch.equal(got[t * B:(t + 1) * B], want[s:s + B]) for t in range(T))
-        _CORES[key] = ok
+    with _lock(key):
+        if key not in _CORES:
+            _CORES[key] = _probe_core(T, B, ref_B, starts, H, n, k, r, D, mask, cols, dtype, device)
     return _CORES[key]
+
+
+def _probe_core(T, B, ref_B, starts, H, n, k, r, D, mask, cols, dtype, device) -> bool:
+    """``_core_agrees``'s probe."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    h, wq, wk = rnd(ref_B, n, D), rnd(H, k, D), rnd(H, k, D)
+    wv = torch.zeros(H * r, D, dtype=dtype, device=device)
+    wv[torch.arange(H * r), torch.from_numpy(cols)] = 1.0
+    wv = wv.view(H, r, D)
+    v_cols = [_index(cols[i * r:(i + 1) * r], device) for i in range(H)]
+    q = torch.einsum("bnd,hkd->bhnk", h, wq)
+    kk = torch.einsum("bnd,hkd->bhnk", h, wk)
+    v = torch.einsum("bnd,hvd->bhnv", h, wv)
+    scores = q @ kk.transpose(-1, -2)
+    if mask == "causal":
+        scores = scores.masked_fill(_future(n, device), float("-inf"))
+    want = torch.softmax(scores, dim=-1) @ v
+    # the candidate, per chunk: the same queries and keys (the joint products are probed against
+    # this einsum), laid out as those products leave them, (1, T*B*n, H*k), the chunk T times over
+    joint = lambda t, s: t[s:s + B].permute(0, 2, 1, 3).reshape(1, B * n, H * k).repeat(1, T, 1)
+    ok = True
+    for s in starts:
+        got = _core_per_head(joint(q, s), joint(kk, s), h[s:s + B].reshape(1, B * n, D).repeat(1, T, 1),
+                             v_cols, n, mask)
+        ok = ok and all(torch.equal(got[t * B:(t + 1) * B], want[s:s + B]) for t in range(T))
+    return ok
 
 
 def emulate_many(cons: list[Construction], problem, iters: int, dtype: torch.dtype | str = torch.float64,
