@@ -82,8 +82,7 @@ def limit(matmuls, dtype: torch.dtype, device: str, threads: int | None = None, 
     return total_f / total_t / 1e9
 
 
-def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: str, threads: int | None = None,
-                 share: float = 1.0) -> float:
+def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: str, threads: int | None = None) -> float:
     """Seconds of the attention core alone for one construction over B problems: per layer and head,
     the (B, n, k) x (B, k, n) scores bmm, the softmax over n keys and the (B, n, n) x (B, n, r) bmm,
     on random data of those shapes (O(1) scores, so no subnormal slows the softmax)."""
@@ -104,7 +103,7 @@ def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: st
                 for _ in range(3):
                     core()
                 _sync(device)
-                total += share * count * l.n_heads * (time.perf_counter() - t0) / 3
+                total += count * l.n_heads * (time.perf_counter() - t0) / 3
     return total
 
 
@@ -159,7 +158,7 @@ def bench(algo_name: str, device: str, dtype_name: str, problems: int, temps: in
     rate = lambda wall: problems * temps * iters / wall
     one = 1 if workers > 1 else None
     core_model = temps * core_seconds(cfg, problems, n, iters, dtype, device)
-    core_packed = temps * core_seconds(cfg, chunk, n, iters, dtype, device, one, 1 / workers)
+    core_packed = temps * core_seconds(cfg, chunk, n, iters, dtype, device, one)   # the chunks side by side
     products = dense_matmuls(cfg, problems, n, iters, core=False) * temps
     floor_model = core_model + flops(products) / limit(products, dtype, device) / 1e9
     products = packed[0].matmuls(chunk, n, iters, core=False) * (temps * workers)
