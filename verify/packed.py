@@ -1,25 +1,30 @@
 """The sweep's fast emulation: the model's numbers, bit for bit, with the zeros of the weights skipped.
 
 ``emulate_many(cons, problem, iters, dtype, device)`` returns what ``emulate.emulate`` returns for
-each construction (``every_prediction=False``), for constructions of one structure (one algorithm
-and variant, several temperatures). It runs Eq. 1 itself, from the tensors that
-``constructions.bridge.state_dict`` loads into the model, with two changes:
+each construction (``every_prediction=False``) with one intra-op thread, for constructions of one
+structure (one algorithm and variant, one or more temperatures). It runs Eq. 1 itself, from the
+tensors that ``constructions.bridge.state_dict`` loads into the model, with these changes:
 
-  * temperature is a batch dimension: the stream is (T, B*n, D) and every weight (T, ...), one bmm
-    per product for all T constructions (the scores and pattern @ values are batched anyway);
-  * a product reads only the stream columns its weight reads (the nonzero columns of W_Q, W_K, W_1;
-    W_V is a selection, so a gather) and writes only the rows its map writes (nonzero rows of W_O,
-    W_2, b_2): the constructed maps read ~20-40 of D ~ 140 columns and write ~20.
+  * a product reads only the stream columns its weight reads (the nonzero columns of W_Q, W_K, W_1)
+    and writes only the rows its map writes (nonzero rows of W_O, W_2, b_2): the constructed maps
+    read ~20-40 of D ~ 140 columns and write ~20;
+  * the attention runs head by head: scores from strided views of the joint query and key products,
+    values as a view of the stream (W_V is a 0/1 selection), no transpose copies and no gathers;
+  * the problems run in chunks, one per core, each on its own thread with one intra-op thread
+    (``ChunkPool``, which concurrent sweep groups share): problems never interact in Eq. 1;
+  * temperature can be a batch dimension: the stream is (T, B*n, D) and every weight (T, ...).
 
 A dropped term is an exact zero, but the BLAS kernel that sums the rest is chosen by the shapes:
-this CPU's float64 kernels sum the inner dimension in two interleaved lanes and treat a partial
-tile of output rows apart, so a narrower product may round differently. ``_product`` therefore
-probes each candidate restriction (the nonzero columns or their aligned pairs; the rows, or the
-aligned tiles of 4-32 that hold them) on random data against the model's own call, once per shape,
-and keeps the cheapest one that agrees bit for bit (else the model's call). A construction whose
-stream holds a non-finite value (which the model's dense products spread as NaN) is rerun on the
-model. ``tests/test_packed.py`` checks sweeps and runs against the model bit for bit;
-``supported(con)`` says whether a construction runs here (softmax attention, ReLU, no norm).
+this CPU's float64 kernels sum the inner dimension in interleaved lanes, treat a partial tile of
+output rows and a short M apart, and (on two threads) split a long inner dimension. ``_product``
+therefore probes each candidate restriction (the nonzero columns or their aligned pairs; the rows,
+or the aligned tiles of 4-32 that hold them) on random data: the model's own call on the whole batch
+against the candidate on each chunk, once per shape, and keeps the cheapest that agrees bit for bit
+(else the model's call, and the run is not chunked). ``_core_agrees`` probes the per-head core the
+same way. A construction whose stream holds a non-finite value (which the model's dense products
+spread as NaN) is rerun on the model. ``tests/test_packed.py`` checks sweeps and runs against the
+model bit for bit; ``supported(con)`` says whether a construction runs here (softmax attention,
+ReLU, no norm). docs/verifier-speed.md has the measurements.
 """
 from __future__ import annotations
 
