@@ -290,3 +290,25 @@ def test_progress_counts_groups_that_run_at_once_apart():
         assert p.count == 8 and p.in_groups == {}
     lines = out.getvalue().splitlines()
     assert lines[-1].startswith("sweep: 100% (8/8 rows at most")
+
+
+def test_ctrl_c_stops_a_sweep_whose_groups_run_side_by_side():
+    """SIGINT during a long sweep (two groups at once on the shared chunk pool): exit 130 with the one
+    line, and the other group stops before its next row instead of running the sweep to its end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "verify", "gd", "--iters", "20", "--variant", "all", "--dtype", "both"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = p.stderr.readline()                 # the first progress line: the rows are running
+    assert first.startswith("sweep:"), first
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("python -m verify: interrupted (each output file is written whole "
+                                            "or not at all)")
+    assert "100%" not in err                    # the sweep did not run on to its end
+    assert "dtype   variant" not in out         # and printed no table

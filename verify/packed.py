@@ -450,8 +450,9 @@ class ChunkPool:
         self._pool = ThreadPoolExecutor(self.workers)
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown()
+    def __exit__(self, kind, value, tb) -> None:
+        # on an error or Ctrl-C the queued chunks are dropped: only the running ones are waited for
+        self._pool.shutdown(wait=True, cancel_futures=kind is not None)
         self._pool = None
         torch.set_num_threads(self._threads)
 

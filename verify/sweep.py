@@ -13,6 +13,7 @@ The unit roundoff and overflow limit come from ``PRECISIONS`` (float64, float32,
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -307,7 +308,8 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
     config["score_bounds"] = scores
     # the arithmetic floors and the T-loop bounds decide nothing in the sweep: a side thread forms
     # them while the rows run (numpy releases the GIL in its loops)
-    with ThreadPoolExecutor(1) as side:
+    side = ThreadPoolExecutor(1)
+    try:
         floors = side.submit(lambda: {storage_name(d): arithmetic_floor(algo, problem, ref, step, iters, d)
                                       for d in dtypes})
         rows = _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, device, thetas, packed, side)
@@ -315,6 +317,10 @@ def run_sweep(algo: Algorithm, opts: Options, iters: int, variants: list[str], d
             if isinstance(r.bound_T, Future):
                 r.bound_T = r.bound_T.result()
         floors = floors.result()
+    except BaseException:              # an error or Ctrl-C: drop the queued bounds, stop at once
+        side.shutdown(wait=True, cancel_futures=True)
+        raise
+    side.shutdown()
     if any(v is not None for v in floors.values()):
         config["arithmetic_floor"] = {d: v for d, v in floors.items() if v is not None}
     return config, rows
@@ -343,17 +349,30 @@ def _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, devic
                                                           device, thetas, packed, side, n, None)]
         finally:
             torch.set_num_threads(threads)
+    stop = threading.Event()
     with ChunkPool(workers) as pool, ThreadPoolExecutor(min(workers, len(groups))) as run:
         futures = [run.submit(_group, algo, opts, problem, ref, step, scores, iters, v, d, device, thetas, packed,
-                              side, n, pool) for d, v in groups]
-        return [r for f in futures for r in f.result()]
+                              side, n, pool, stop) for d, v in groups]
+        try:
+            return [r for f in futures for r in f.result()]
+        except BaseException:          # an error or Ctrl-C: the groups stop before their next row
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
+
+
+class _Stopped(Exception):
+    """A group told to stop (another group failed, or Ctrl-C) before its next row."""
 
 
 def _group(algo, opts, problem, ref, step, scores, iters, variant, dtype_name, device, thetas, packed, side, n,
-           pool) -> list[Row]:
+           pool, stop=None) -> list[Row]:
     """One (dtype, variant) group: the coarse grid, the refinement, the automatic temperature."""
     def row(theta, temps, auto=False):
         """Build and run one row: packed where the construction allows it, else on the model."""
+        if stop is not None and stop.is_set():
+            raise _Stopped()
         con = _build(algo, opts, step, temps, variant)
         emu = None
         if packed and supported(con) and not weights_overflow(con, dtype_name):
