@@ -168,11 +168,11 @@ def _row(algo: Algorithm, opts: Options, problem, ref, step, temps, variant, dty
     e_pred = relative_error(emu.predictions[:, -1], ref.predictions[:, -1])
     growth = float(e_last.max() / max(e_first.max(), 1e-300))
     worst = max(float(e_last.max()), float(e_pred.max()))
-    bound = (_relative_bound, algo, problem, ref, step, iters, temps, variant, dtype_name)
+    args = (algo, problem, ref, step, iters, temps, variant, dtype_name)
     return Row(**base, error_iterate=float(e_last.max()), error_prediction=float(e_pred.max()),
                median_iterate=float(np.median(e_last)), median_prediction=float(np.median(e_pred)),
                growth=growth, status="ok" if worst <= LOST else "lost",
-               bound_T=bound[0](*bound[1:]) if side is None else side.submit(*bound))
+               bound_T=_relative_bound(*args) if side is None else side.submit(_relative_bound, *args))
 
 
 def _relative_bound(algo: Algorithm, problem, ref, step, iters, temps, variant, dtype_name) -> float:
