@@ -16,16 +16,14 @@ import sys
 
 import torch
 
+from verify.packed import intra_op_threads
+
 
 def _same(f, threads: int) -> bool:
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with intra_op_threads(1):
         one = f()
-        torch.set_num_threads(threads)
+    with intra_op_threads(threads):
         many = f()
-    finally:
-        torch.set_num_threads(before)
     return torch.equal(one, many)
 
 

@@ -34,7 +34,7 @@ import torch
 from constructions.bridge import model_config
 from verify.emulate import emulate
 from verify.interface import Options
-from verify.packed import Packed
+from verify.packed import Packed, intra_op_threads
 from verify.registry import get
 from verify.sweep import DTYPES, schedule_temps
 
@@ -64,7 +64,7 @@ def limit(matmuls, dtype: torch.dtype, device: str, threads: int | None = None, 
     parallel chunks runs (1 / chunks, the chunks on as many cores at once)."""
     total_t, total_f = 0.0, 0
     g = torch.Generator(device="cpu").manual_seed(0)
-    with _threads(threads):
+    with intra_op_threads(threads):
         for shape in sorted(set(m[1:] for m in matmuls)):
             count = sum(m[0] for m in matmuls if m[1:] == shape)
             b, m, k, n = shape
@@ -88,7 +88,7 @@ def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: st
     on random data of those shapes (O(1) scores, so no subnormal slows the softmax)."""
     g = torch.Generator(device="cpu").manual_seed(0)
     total = 0.0
-    with _threads(threads):
+    with intra_op_threads(threads):
         for stack, count in (("pre", 1), ("loop", iters), ("post", 1)):
             for l in getattr(cfg, stack):
                 if not l.n_heads:
@@ -105,19 +105,6 @@ def core_seconds(cfg, B: int, n: int, iters: int, dtype: torch.dtype, device: st
                 _sync(device)
                 total += count * l.n_heads * (time.perf_counter() - t0) / 3
     return total
-
-
-class _threads:
-    def __init__(self, threads: int | None):
-        self.threads = threads
-
-    def __enter__(self):
-        self.before = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
 
 
 def _sync(device: str) -> None:

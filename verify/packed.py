@@ -432,6 +432,18 @@ def _chunkable(L: _Layer) -> bool:
     return all(p.batched for p in products) and (not L.H or L.v_heads is not None)
 
 
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None):
+    """torch's intra-op thread count set to ``threads`` inside (None: unchanged), restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class ChunkPool:
     """Threads that run problem chunks (``Packed.run(..., pool=)``), shared by callers that run rows
     at once (``verify.sweep`` runs two (dtype, variant) groups side by side). While it is open torch
@@ -445,8 +457,8 @@ class ChunkPool:
         self._pool = None
 
     def __enter__(self) -> "ChunkPool":
-        self._threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        self._threads = intra_op_threads(1)
+        self._threads.__enter__()
         self._pool = ThreadPoolExecutor(self.workers)
         return self
 
@@ -454,7 +466,7 @@ class ChunkPool:
         # on an error or Ctrl-C the queued chunks are dropped: only the running ones are waited for
         self._pool.shutdown(wait=True, cancel_futures=kind is not None)
         self._pool = None
-        torch.set_num_threads(self._threads)
+        self._threads.__exit__(None, None, None)
 
     def submit(self, fn, *args):
         if self._pool is None:

@@ -25,7 +25,7 @@ from constructions.linearise import Temperature, choose_temperature, error_bound
 from . import progress
 from .interface import Algorithm, Options
 from .emulate import emulate, relative_error
-from .packed import ChunkPool, emulate_many, supported
+from .packed import ChunkPool, emulate_many, intra_op_threads, supported
 
 
 @dataclass(frozen=True)
@@ -342,13 +342,9 @@ def _rows(algo, opts, problem, ref, step, scores, iters, variants, dtypes, devic
     progress.plan(len(groups), len(thetas or THETAS) + 5)   # + refinement 4, auto 1
     workers = torch.get_num_threads() if device == "cpu" else 1
     if not packed or workers == 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)               # the same arithmetic as the packed rows' (see the doc)
-        try:
+        with intra_op_threads(1):             # the same arithmetic as the packed rows' (see the doc)
             return [r for d, v in groups for r in _group(algo, opts, problem, ref, step, scores, iters, v, d,
                                                           device, thetas, packed, side, n, None)]
-        finally:
-            torch.set_num_threads(threads)
     stop = threading.Event()
     with ChunkPool(workers) as pool, ThreadPoolExecutor(min(workers, len(groups))) as run:
         futures = [run.submit(_group, algo, opts, problem, ref, step, scores, iters, v, d, device, thetas, packed,
